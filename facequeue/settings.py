@@ -1,0 +1,81 @@
+"""All settings, from the environment (12-factor). One place, imported by api and workers alike."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(platformdirs.user_data_dir("facequeue"))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEQUEUE_", extra="ignore", populate_by_name=True)
+
+    # Where the embedded default keeps its SQLite file, broker, blobs and model cache.
+    home: Path = Field(default_factory=_default_home)
+    # Production: postgresql+psycopg2://... and redis://... ; empty = embedded default under `home`.
+    database_url: str = Field("", validation_alias="DATABASE_URL")
+    broker_url: str = Field("", validation_alias="BROKER_URL")
+
+    # Model pack.
+    model_dir: Path | None = None  # cache of fetched + converted models; default home/models
+    model_mirror: Path | None = None  # local folder searched first (air-gapped installs, tests)
+    embedding_profile: str = "fast"  # fast = FaceNet; accurate = FaceNet + dlib, fused
+    int8_embeddings: bool = False
+    providers: str = "CUDAExecutionProvider,CPUExecutionProvider"  # tried in order, missing ones skipped
+    intra_op_threads: int = 0  # 0 = onnxruntime decides
+    min_face_size: int = 20  # pixels, shorter side of the box
+    detection_threshold: float = 0.6
+
+    # Input limits.
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    url_timeout_s: float = 10.0
+    url_allow_private: bool = False  # only for tests and closed networks
+
+    # Storage of original bytes: "db" (default), "dir" (blob_dir), "s3" (s3_* settings).
+    blob_store: str = "db"
+    blob_dir: Path | None = None
+    s3_bucket: str = ""
+    s3_endpoint_url: str = ""
+    keep_originals: bool = True  # False: drop the original bytes once processed
+
+    # Job durability.
+    job_lease_s: int = 300  # a `processing` job older than this is presumed dead and re-enqueued
+    requeue_queued_after_s: int = 600  # a `queued` job untouched this long gets its message re-sent
+    reaper_interval_s: int = 30
+    max_attempts: int = 5
+    callback_max_attempts: int = 6
+
+    # Recognition.
+    default_fmr: float = 1e-3
+    ann_min_size: int = 20_000  # namespaces larger than this are searched with the ANN index
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'facequeue.sqlite'}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home / 'broker.sqlite'}"
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir or self.home / "models"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    return settings
