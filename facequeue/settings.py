@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     url_timeout_s: float = 10.0
-    url_allow_private: bool = False  # only for tests and closed networks
+    # Comma-separated CIDRs that image_url / callback_url may reach although private (closed networks, tests).
+    url_allowed_networks: str = ""
+    # Fault injection for durability tests: seconds a worker sleeps inside process_image. Never set in production.
+    debug_task_delay_s: float = 0.0
 
     # Storage of original bytes: "db" (default), "dir" (blob_dir), "s3" (s3_* settings).
     blob_store: str = "db"

@@ -6,10 +6,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Detection flags as Betaface names them; an empty request means DEFAULT_FLAGS.
-KNOWN_FLAGS = ("bestface", "propoints", "classifiers", "extended", "liveness")
-DEFAULT_FLAGS = frozenset({"propoints", "classifiers"})
-
 
 @dataclass(frozen=True)
 class Point:
@@ -32,8 +28,12 @@ class FaceAnalysis:
 
     box: np.ndarray  # (4,) float32: x1, y1, x2, y2
     score: float
-    landmarks5: np.ndarray  # (5, 2) float32: right eye, left eye, nose tip, right mouth, left mouth (image order)
+    landmarks5: (
+        np.ndarray
+    )  # (5, 2) float32: right eye, left eye, nose tip, right mouth, left mouth (image order)
     angle: float = 0.0  # in-plane rotation in degrees, from the eye line
     points: list[Point] = field(default_factory=list)
     tags: list[Tag] = field(default_factory=list)
-    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # model id -> L2-normalised float32 vector
+    embeddings: dict[str, np.ndarray] = field(
+        default_factory=dict
+    )  # model id -> L2-normalised float32 vector

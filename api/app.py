@@ -1,0 +1,118 @@
+"""The FastAPI app: routes, error rendering, body-size limit and /health."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+import facequeue
+from api import v1, v2
+from facequeue.settings import get_settings
+from schema.db import get_engine
+from schema.errors import ErrorCode, FacequeueError
+from workers.celery_app import app as celery_app
+
+log = logging.getLogger(__name__)
+V1_PREFIXES = ("/v1/", "/service_json.svc/")
+
+
+def error_response(request: Request, code: ErrorCode, message: str | None = None) -> JSONResponse:
+    message = message or code.message
+    if request.url.path.startswith(V1_PREFIXES):  # Betaface clients read int_response, on HTTP 200
+        return JSONResponse({"int_response": code.v1, "string_response": message})
+    return JSONResponse({"error": {"code": code.name, "message": message}}, status_code=code.http_status)
+
+
+class BodyLimit:
+    """Refuse bodies over the limit while they stream in, not after they are buffered whole."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, receive, send)
+        seen = 0
+
+        async def counting_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counting_receive, send)
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            Request(scope), ErrorCode.IMAGE_TOO_LARGE, "request body larger than the limit"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="facequeue",
+        version=facequeue.__version__,
+        description="Self-hosted face analysis: upload, get a uid at once, poll for the result.",
+    )
+    for router in v1.make_routers():
+        app.include_router(router)
+    app.include_router(v2.router)
+    # base64 inflates by 4/3; leave room for the JSON around it.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+
+    @app.exception_handler(FacequeueError)
+    def on_facequeue_error(request: Request, exc: FacequeueError) -> JSONResponse:
+        return error_response(request, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        return error_response(request, ErrorCode.INVALID_REQUEST, details or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
+        return error_response(request, code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, ErrorCode.INTERNAL_ERROR)
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        status = {"api": "ok", "database": "ok", "broker": "ok"}
+        try:
+            with get_engine().connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            status["database"] = f"error: {type(exc).__name__}"
+        try:
+            with celery_app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=2)
+        except Exception as exc:
+            status["broker"] = f"error: {type(exc).__name__}"
+        healthy = all(value == "ok" for value in status.values())
+        return JSONResponse(status, status_code=200 if healthy else 503)
+
+    return app

@@ -1,0 +1,131 @@
+"""Create image jobs: validate cheaply, store bytes, commit the row, then enqueue. No model runs here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import logging
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from facequeue.settings import Settings
+from schema.blobs import put_blob
+from schema.errors import ErrorCode, FacequeueError
+from schema.flags import normalise_flags
+from schema.images import sniff
+from schema.tables import Image, Tenant
+from workers.celery_app import enqueue_image
+from workers.http import check_url
+
+log = logging.getLogger(__name__)
+
+
+def decode_base64(text: str | None) -> bytes:
+    if not text or not text.strip():
+        raise FacequeueError(ErrorCode.EMPTY_IMAGE)
+    if text.startswith("data:") and "," in text:  # data URI
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise FacequeueError(ErrorCode.BAD_BASE64) from exc
+
+
+def validate_url(url: str | None, settings: Settings) -> str:
+    """Syntax and literal-address checks now; the worker resolves and checks again before connecting."""
+    if not url:
+        raise FacequeueError(ErrorCode.URL_INVALID, "image_url is empty")
+    _, host, _ = check_url(url)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+            raise FacequeueError(ErrorCode.URL_FORBIDDEN) from None
+        return url
+    allowed = [ipaddress.ip_network(n.strip()) for n in settings.url_allowed_networks.split(",") if n.strip()]
+    if not address.is_global and not any(address in net for net in allowed):
+        raise FacequeueError(ErrorCode.URL_FORBIDDEN)
+    return url
+
+
+def create_image_job(
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    *,
+    data: bytes | None = None,
+    url: str | None = None,
+    detection_flags: str | None = None,
+    original_filename: str | None = None,
+    options: dict | None = None,
+) -> Image:
+    """Exactly one of data / url. Same bytes + same flags by the same tenant returns the existing job."""
+    flags = normalise_flags(detection_flags)
+    options = {k: v for k, v in (options or {}).items() if v not in (None, "", [])}
+    if options.get("callback_url"):
+        validate_url(options["callback_url"], settings)
+    image = Image(
+        tenant_id=tenant.id, detection_flags=flags, original_filename=original_filename, options=options
+    )
+    if data is not None:
+        image.format, image.width, image.height = sniff(
+            data, settings.max_upload_bytes, settings.max_image_pixels
+        )
+        image.sha256 = put_blob(session, settings, data)
+        image.size = len(data)
+        image.dedupe_key = f"{image.sha256}:{flags}"
+        existing = _find_duplicate(session, tenant, image.dedupe_key)
+        if existing is not None:
+            return existing
+    else:
+        image.source_url = validate_url(url, settings)
+    if options.get("callback_url"):
+        image.callback_status = "pending"
+    session.add(image)
+    try:
+        session.commit()  # durable before the message exists
+    except IntegrityError:  # a concurrent upload of the same bytes won the race
+        session.rollback()
+        return _find_duplicate(session, tenant, image.dedupe_key)
+    try:
+        enqueue_image(image.uid)
+    except Exception:  # broker away: the job is safe in the database and the reaper will send it
+        log.exception("could not enqueue image %s; the reaper will re-send it", image.uid)
+    return image
+
+
+def _find_duplicate(session: Session, tenant: Tenant, dedupe_key: str | None) -> Image | None:
+    return session.execute(
+        select(Image).where(Image.tenant_id == tenant.id, Image.dedupe_key == dedupe_key)
+    ).scalar_one_or_none()
+
+
+def get_image(session: Session, tenant: Tenant, uid: str) -> Image:
+    image = session.get(Image, uid) if _is_uuid(uid) else None
+    if image is None or image.tenant_id != tenant.id:  # another tenant's uid is as unknown as a made-up one
+        raise FacequeueError(ErrorCode.NOT_FOUND)
+    return image
+
+
+def get_image_by_checksum(session: Session, tenant: Tenant, sha256: str) -> Image:
+    image = session.execute(
+        select(Image)
+        .where(Image.tenant_id == tenant.id, Image.sha256 == sha256.lower())
+        .order_by(Image.created_at.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    if image is None:
+        raise FacequeueError(ErrorCode.NOT_FOUND)
+    return image
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True

@@ -1,0 +1,95 @@
+"""Betaface v1 JSON endpoints: POST /v1/<Function> and /service_json.svc/<Function>.
+
+Errors answer HTTP 200 with a negative int_response and string_response, as Betaface did.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from api.deps import authenticate, db
+from api.uploads import create_image_job, decode_base64, get_image, get_image_by_checksum
+from facequeue.settings import get_settings
+from schema import wire
+
+
+class V1Request(BaseModel):
+    api_key: str | None = None
+    api_secret: str | None = None  # accepted for compatibility; keys alone authenticate
+
+
+class UploadFileRequest(V1Request):
+    imagefile_data: str | None = None
+    detection_flags: str | None = None
+    original_filename: str | None = None
+    callback_url: str | None = None
+
+
+class UploadUrlRequest(V1Request):
+    image_url: str | None = None
+    detection_flags: str | None = None
+    original_filename: str | None = None
+    callback_url: str | None = None
+
+
+class ImageInfoRequest(V1Request):
+    img_uid: str = ""
+
+
+class ImageFileInfoRequest(V1Request):
+    img_checksum: str = ""
+
+
+def _uploaded(uid: str) -> dict:
+    return {"int_response": 0, "string_response": "ok", "img_uid": uid}
+
+
+def register(router: APIRouter) -> None:
+    @router.post("/UploadNewImage_File")
+    def upload_file(body: UploadFileRequest, request: Request, session: Session = Depends(db)) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        image = create_image_job(
+            session,
+            get_settings(),
+            tenant,
+            data=decode_base64(body.imagefile_data),
+            detection_flags=body.detection_flags,
+            original_filename=body.original_filename,
+            options={"callback_url": body.callback_url},
+        )
+        return _uploaded(image.uid)
+
+    @router.post("/UploadNewImage_Url")
+    def upload_url(body: UploadUrlRequest, request: Request, session: Session = Depends(db)) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        image = create_image_job(
+            session,
+            get_settings(),
+            tenant,
+            url=body.image_url,
+            detection_flags=body.detection_flags,
+            original_filename=body.original_filename or body.image_url,
+            options={"callback_url": body.callback_url},
+        )
+        return _uploaded(image.uid)
+
+    @router.post("/GetImageInfo")
+    def image_info(body: ImageInfoRequest, request: Request, session: Session = Depends(db)) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        return wire.image_info_v1(get_image(session, tenant, body.img_uid))
+
+    @router.post("/GetImageFileInfo")
+    def image_file_info(body: ImageFileInfoRequest, request: Request, session: Session = Depends(db)) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        return wire.image_info_v1(get_image_by_checksum(session, tenant, body.img_checksum))
+
+
+def make_routers() -> list[APIRouter]:
+    routers = []
+    for prefix in ("/v1", "/service_json.svc"):
+        router = APIRouter(prefix=prefix, tags=["v1 (Betaface)"], include_in_schema=prefix == "/v1")
+        register(router)
+        routers.append(router)
+    return routers

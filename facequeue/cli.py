@@ -1,0 +1,149 @@
+"""The `facequeue` command: serve (embedded), api, worker, flower, migrate, keys, models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+
+from facequeue.settings import get_settings
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from schema.migrate import upgrade
+
+    upgrade()
+    print(f"database at head: {get_settings().resolved_database_url.split('@')[-1]}")
+
+
+def cmd_keys_create(args: argparse.Namespace) -> None:
+    from sqlalchemy import select
+
+    from api.deps import key_sha256
+    from schema.db import session_scope
+    from schema.tables import ApiKey, Tenant
+
+    key = secrets.token_urlsafe(24)
+    with session_scope() as session:
+        tenant = session.execute(select(Tenant).where(Tenant.name == args.name)).scalar_one_or_none()
+        if tenant is None:
+            tenant = Tenant(name=args.name, is_admin=args.admin)
+            session.add(tenant)
+            session.flush()
+        elif args.admin:
+            tenant.is_admin = True
+        session.add(ApiKey(key_sha256=key_sha256(key), tenant_id=tenant.id))
+    print(f"api key for tenant {args.name!r}{' (admin)' if args.admin else ''}:")
+    print(key, flush=True)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from workers.models.fetch import fetch_all, list_models
+
+    settings = get_settings()
+    if args.action == "fetch":
+        fetch_all(settings, progress=True)
+        return
+    for row in list_models(settings):
+        print("  ".join(f"{key}={value}" for key, value in row.items()))
+
+
+def cmd_api(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
+
+
+def worker_command(extra: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.celery_app",
+        "worker",
+        "-Q",
+        "images,recognize,callbacks",
+        "--loglevel",
+        "INFO",
+        *extra,
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    os.execv(sys.executable, worker_command(args.celery_args))
+
+
+def cmd_flower(args: argparse.Namespace) -> None:
+    os.execv(
+        sys.executable,
+        [sys.executable, "-m", "celery", "-A", "workers.celery_app", "flower", f"--port={args.port}"],
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    """Everything in one go: migrate, fetch models, one worker process, the api in this process."""
+    import uvicorn
+
+    settings = get_settings()
+    cmd_migrate(args)
+    if not args.no_models:
+        cmd_models(argparse.Namespace(action="fetch"))
+    # The embedded broker and SQLite suit one worker process; production scales workers instead.
+    pool = ["--pool", "solo"] if settings.embedded else ["--concurrency", str(args.concurrency)]
+    worker = subprocess.Popen(worker_command(pool))
+    try:
+        print(f"facequeue serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+        uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="facequeue", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="api + worker on the embedded default (SQLite, local broker)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--concurrency", type=int, default=1, help="worker processes (Postgres/Redis only)")
+    serve.add_argument("--no-models", action="store_true", help="do not fetch the model pack first")
+    serve.set_defaults(func=cmd_serve)
+
+    api = sub.add_parser("api", help="the HTTP api only")
+    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--port", type=int, default=8000)
+    api.add_argument("--workers", type=int, default=1)
+    api.set_defaults(func=cmd_api)
+
+    worker = sub.add_parser("worker", help="a Celery worker; extra arguments go to celery")
+    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(func=cmd_worker)
+
+    flower = sub.add_parser("flower", help="Flower, watching the same broker")
+    flower.add_argument("--port", type=int, default=5555)
+    flower.set_defaults(func=cmd_flower)
+
+    sub.add_parser("migrate", help="bring the database schema to the latest version").set_defaults(
+        func=cmd_migrate
+    )
+
+    keys = sub.add_parser("keys", help="api keys").add_subparsers(dest="action", required=True)
+    create = keys.add_parser("create", help="create a key for a tenant (created if new); prints the key last")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="the tenant may read usage of all tenants")
+    create.set_defaults(func=cmd_keys_create)
+
+    models = sub.add_parser("models", help="the model pack")
+    models.add_argument("action", choices=["fetch", "list"])
+    models.set_defaults(func=cmd_models)
+
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Content-addressed storage of original image bytes, readable by workers on any host.
+
+"db" keeps bytes in the blobs table (default: nothing else to run); "dir" keeps them in a shared directory
+(a volume mounted by api and workers). Either way the blobs row records size and where the bytes are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from facequeue.settings import Settings
+from schema.tables import Blob
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _blob_path(settings: Settings, sha256: str) -> Path:
+    root = settings.blob_dir or settings.home / "blobs"
+    return root / sha256[:2] / sha256
+
+
+def put_blob(session: Session, settings: Settings, data: bytes) -> str:
+    """Store bytes (idempotent: the same bytes twice are one blob) and return their SHA-256."""
+    sha256 = sha256_hex(data)
+    if settings.blob_store == "dir":
+        path = _blob_path(settings, sha256)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+                tmp.write(data)
+            os.replace(tmp.name, path)
+        values = {"sha256": sha256, "size": len(data), "data": None, "store": "dir"}
+    elif settings.blob_store == "db":
+        values = {"sha256": sha256, "size": len(data), "data": data, "store": "db"}
+    else:
+        raise ValueError(f"FACEQUEUE_BLOB_STORE={settings.blob_store!r} is not supported (use db or dir)")
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    # ON CONFLICT DO NOTHING: concurrent uploads of the same bytes must not fail each other.
+    session.execute(insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
+    return sha256
+
+
+def get_blob(session: Session, settings: Settings, sha256: str) -> bytes | None:
+    """The original bytes, or None when they were dropped after processing."""
+    blob = session.execute(select(Blob).where(Blob.sha256 == sha256)).scalar_one_or_none()
+    if blob is None:
+        return None
+    if blob.store == "db":
+        return blob.data
+    if blob.store == "dir":
+        path = _blob_path(settings, sha256)
+        return path.read_bytes() if path.exists() else None
+    return None
+
+
+def drop_blob(session: Session, settings: Settings, sha256: str) -> None:
+    """Forget the original bytes (retention setting), keeping the row so the checksum stays known."""
+    blob = session.get(Blob, sha256)
+    if blob is None:
+        return
+    if blob.store == "dir":
+        _blob_path(settings, sha256).unlink(missing_ok=True)
+    blob.data = None
+    blob.store = "dropped"

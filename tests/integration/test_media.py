@@ -1,0 +1,294 @@
+"""Upload -> poll -> done through the real api, Postgres, Redis and a Celery worker; and every bad input."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from tests.integration.conftest import wait_for
+from tests.integration.helpers import FACE_PHOTO, LocalServer, tiny_png
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def server():  # type: ignore[no-untyped-def]
+    local = LocalServer(FACE_PHOTO.read_bytes())
+    yield local
+    local.close()
+
+
+def v1(client, function: str, key: str | None, **body):  # type: ignore[no-untyped-def]
+    if key:
+        body["api_key"] = key
+    response = client.post(f"/v1/{function}", json=body)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_health(client):  # type: ignore[no-untyped-def]
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"api": "ok", "database": "ok", "broker": "ok"}
+
+
+def test_v1_upload_and_poll(client, api_key, worker):  # type: ignore[no-untyped-def]
+    data = FACE_PHOTO.read_bytes()
+    uploaded = v1(
+        client, "UploadNewImage_File", api_key, imagefile_data=b64(data), original_filename="biden.jpg"
+    )
+    assert uploaded["int_response"] == 0
+    uid = uploaded["img_uid"]
+    deadline = time.monotonic() + 180
+    while (info := v1(client, "GetImageInfo", api_key, img_uid=uid))["int_response"] == 1:
+        assert info["string_response"] == "Request is in the queue"
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert info["int_response"] == 0, info
+    assert info["checksum"] == hashlib.sha256(data).hexdigest()
+    assert info["original_filename"] == "biden.jpg"
+    assert len(info["faces"]) == 1
+    face = info["faces"][0]
+    assert {"uid", "x", "y", "width", "height", "angle", "score", "points", "tags"} <= face.keys()
+    assert 0.5 < face["score"] <= 1
+    # Same result through the Betaface path alias and by checksum.
+    by_sum = client.post(
+        "/service_json.svc/GetImageFileInfo", json={"api_key": api_key, "img_checksum": info["checksum"]}
+    )
+    assert by_sum.json()["uid"] == uid
+
+
+def test_v2_multipart_and_json(client, api_key, worker):  # type: ignore[no-untyped-def]
+    data = FACE_PHOTO.read_bytes()
+    headers = {"X-API-Key": api_key}
+    multipart = client.post(
+        "/v2/media/file",
+        files={"file": ("face.jpg", data, "image/jpeg")},
+        data={"detection_flags": "bestface"},
+        headers=headers,
+    )
+    assert multipart.status_code == 202
+    accepted = multipart.json()
+    assert set(accepted) == {"media_uuid", "checksum", "status"}
+    assert accepted["status"] in ("queued", "processing", "done")
+    body = wait_for(client, accepted["media_uuid"], api_key)
+    assert body["status"] == "done" and body["error"] is None
+    assert body["original_filename"] == "face.jpg"
+    face = body["faces"][0]
+    assert {
+        "face_uuid",
+        "x",
+        "y",
+        "width",
+        "height",
+        "angle",
+        "detection_score",
+        "points",
+        "tags",
+        "person_id",
+    } <= set(face)
+    # x, y are the box centre, inside the image.
+    assert 0 < face["x"] < body["width"] and 0 < face["y"] < body["height"]
+
+    as_json = client.post(
+        "/v2/media", json={"file_base64": b64(data), "detection_flags": "bestface"}, headers=headers
+    )
+    assert as_json.json()["media_uuid"] == accepted["media_uuid"], "same bytes + flags = same job"
+    by_hash = client.get(f"/v2/media/hash/{accepted['checksum']}", headers=headers)
+    assert by_hash.json()["media_uuid"] == accepted["media_uuid"]
+    with_vectors = client.get(f"/v2/media/{accepted['media_uuid']}?embeddings=true", headers=headers).json()
+    assert len(with_vectors["faces"][0]["embedding"]) == 128
+    assert with_vectors["faces"][0]["embedding_model"]
+
+
+def test_dedupe_is_per_bytes_flags_and_tenant(client, api_key, other_key):  # type: ignore[no-untyped-def]
+    data = tiny_png()
+    first = v1(client, "UploadNewImage_File", api_key, imagefile_data=b64(data))["img_uid"]
+    again = v1(client, "UploadNewImage_File", api_key, imagefile_data=b64(data), detection_flags="")[
+        "img_uid"
+    ]
+    other_flags = v1(
+        client, "UploadNewImage_File", api_key, imagefile_data=b64(data), detection_flags="bestface"
+    )
+    other_tenant = v1(client, "UploadNewImage_File", other_key, imagefile_data=b64(data))["img_uid"]
+    assert first == again
+    assert other_flags["img_uid"] != first
+    assert other_tenant != first
+
+
+def test_tenant_isolation(client, api_key, other_key):  # type: ignore[no-untyped-def]
+    data = tiny_png() + b"tenant-a-only"
+    uid = v1(client, "UploadNewImage_File", api_key, imagefile_data=b64(data))["img_uid"]
+    assert client.get(f"/v2/media/{uid}", headers={"X-API-Key": other_key}).status_code == 404
+    assert v1(client, "GetImageInfo", other_key, img_uid=uid)["int_response"] == -5
+    checksum = hashlib.sha256(data).hexdigest()
+    assert client.get(f"/v2/media/hash/{checksum}", headers={"X-API-Key": other_key}).status_code == 404
+    assert client.get(f"/v2/media/hash/{checksum}", headers={"X-API-Key": api_key}).status_code == 200
+
+
+def test_admin_usage(client, api_key):  # type: ignore[no-untyped-def]
+    from tests.integration.conftest import make_key
+
+    assert client.get("/v2/admin/usage", headers={"X-API-Key": api_key}).status_code == 403
+    admin = make_key("operators", admin=True)
+    usage = client.get("/v2/admin/usage", headers={"X-API-Key": admin}).json()
+    assert sum(usage["tenants"]["tenant-a"]["images"].values()) >= 1
+
+
+def bomb_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("1", (8000, 8000)).save(buffer, "PNG")  # 64 Mpx in a few kB
+    return buffer.getvalue()
+
+
+def truncated_jpeg() -> bytes:
+    return FACE_PHOTO.read_bytes()[:3000]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "v2_status"),
+    [
+        ({"imagefile_data": ""}, -10, 400),
+        ({"imagefile_data": "@@not base64@@"}, -11, 400),
+        ({"imagefile_data": b64(b"GIF89a this is text, not an image")}, -13, 415),
+        ({"imagefile_data": b64(b"hello world")}, -13, 415),
+        ({"imagefile_data": b64(bomb_png())}, -15, 413),
+        ({"imagefile_data": b64(b"\xff\xd8" + b"\0" * (9 * 1024 * 1024))}, -12, 413),
+    ],
+    ids=["empty", "bad-base64", "fake-gif", "text", "decompression-bomb", "too-many-bytes"],
+)
+def test_bad_uploads_refused_at_once(client, api_key, body, code, v2_status):  # type: ignore[no-untyped-def]
+    assert v1(client, "UploadNewImage_File", api_key, **body)["int_response"] == code
+    response = client.post(
+        "/v2/media", json={"file_base64": body["imagefile_data"] or " "}, headers={"X-API-Key": api_key}
+    )
+    assert response.status_code == v2_status
+    assert response.json()["error"]["code"]
+
+
+def test_request_errors(client, api_key):  # type: ignore[no-untyped-def]
+    assert (
+        v1(client, "GetImageInfo", api_key, img_uid="00000000-0000-0000-0000-000000000000")["int_response"]
+        == -5
+    )
+    assert v1(client, "GetImageInfo", api_key, img_uid="not-a-uid")["int_response"] == -5
+    assert v1(client, "GetImageInfo", None, img_uid="x")["int_response"] == -2
+    assert v1(client, "GetImageInfo", "wrong-key", img_uid="x")["int_response"] == -2
+    malformed = client.post(
+        "/v1/GetImageInfo", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 200 and malformed.json()["int_response"] == -4
+    v2_malformed = client.post(
+        "/v2/media", content=b"{not json", headers={"X-API-Key": api_key, "Content-Type": "application/json"}
+    )
+    assert v2_malformed.status_code == 422 and v2_malformed.json()["error"]["code"] == "INVALID_REQUEST"
+    assert client.get("/v2/media/nope", headers={"X-API-Key": api_key}).status_code == 404
+    assert client.get("/v2/media/nope").status_code == 401
+    both = client.post(
+        "/v2/media",
+        json={"file_uri": "http://x.org/a.jpg", "file_base64": "AAAA"},
+        headers={"X-API-Key": api_key},
+    )
+    assert both.status_code == 422
+
+
+def test_corrupt_image_fails_the_job_not_the_worker(client, api_key, worker):  # type: ignore[no-untyped-def]
+    uid = v1(client, "UploadNewImage_File", api_key, imagefile_data=b64(truncated_jpeg()))["img_uid"]
+    body = wait_for(client, uid, api_key)
+    assert body["status"] == "error" and body["error"]["code"] == "IMAGE_CORRUPT"
+    assert v1(client, "GetImageInfo", api_key, img_uid=uid)["int_response"] == -14
+    # The worker still serves.
+    good = v1(client, "UploadNewImage_File", api_key, imagefile_data=b64(tiny_png() + b"after-corrupt"))[
+        "img_uid"
+    ]
+    assert wait_for(client, good, api_key)["status"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/slow", "URL_TIMEOUT"),
+        ("/huge", "URL_TOO_LARGE"),
+        ("/text", "NOT_AN_IMAGE"),
+        ("/missing", "URL_HTTP_ERROR"),
+        ("/redirect-private", "URL_FORBIDDEN"),
+    ],
+)
+def test_bad_urls_fail_the_job(client, api_key, worker, server, path, code):  # type: ignore[no-untyped-def]
+    response = client.post("/v2/media", json={"file_uri": server.url(path)}, headers={"X-API-Key": api_key})
+    assert response.status_code == 202
+    body = wait_for(client, response.json()["media_uuid"], api_key)
+    assert body["status"] == "error"
+    assert body["error"]["code"] == code
+
+
+def test_unreachable_url(client, api_key, worker):  # type: ignore[no-untyped-def]
+    response = client.post(
+        "/v2/media", json={"file_uri": "http://127.0.0.2:9/none.jpg"}, headers={"X-API-Key": api_key}
+    )
+    body = wait_for(client, response.json()["media_uuid"], api_key)
+    assert body["error"]["code"] == "URL_UNREACHABLE"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/a.jpg",
+        "http://10.1.2.3/a.jpg",
+        "http://169.254.169.254/latest",
+        "http://localhost/a.jpg",
+        "http://[::1]/a.jpg",
+        "ftp://example.org/a.jpg",
+        "not a url",
+    ],
+)
+def test_private_and_invalid_urls_refused_at_once(client, api_key, url):  # type: ignore[no-untyped-def]
+    answer = v1(client, "UploadNewImage_Url", api_key, image_url=url)
+    assert answer["int_response"] in (-20, -21)
+
+
+def test_url_upload_and_callback(client, api_key, worker, server):  # type: ignore[no-untyped-def]
+    body = {
+        "file_uri": server.url("/image.jpg"),
+        "callback_url": server.url("/callback"),
+        "detection_flags": "bestface",
+    }
+    uid = client.post("/v2/media", json=body, headers={"X-API-Key": api_key}).json()["media_uuid"]
+    result = wait_for(client, uid, api_key)
+    assert result["status"] == "done" and len(result["faces"]) == 1
+    assert result["checksum"] == hashlib.sha256(FACE_PHOTO.read_bytes()).hexdigest()
+    deadline = time.monotonic() + 30
+    while not any(r.get("media_uuid") == uid for r in server.received):
+        assert time.monotonic() < deadline, "callback never arrived"
+        time.sleep(0.2)
+    delivered = next(r for r in server.received if r.get("media_uuid") == uid)
+    assert (
+        delivered["status"] == "done"
+        and delivered["faces"][0]["face_uuid"] == result["faces"][0]["face_uuid"]
+    )
+
+
+def test_failing_callback_is_recorded_and_job_still_done(client, api_key, worker, server):  # type: ignore[no-untyped-def]
+    data = tiny_png() + b"callback-fail"
+    body = {"file_base64": b64(data), "callback_url": server.url("/callback-fail")}
+    uid = client.post("/v2/media", json=body, headers={"X-API-Key": api_key}).json()["media_uuid"]
+    assert wait_for(client, uid, api_key)["status"] == "done"
+    from schema.db import session_scope
+    from schema.tables import Image as ImageRow
+
+    deadline = time.monotonic() + 30
+    while True:
+        with session_scope() as session:
+            row = session.get(ImageRow, uid)
+            if row.callback_attempts >= 2:
+                assert row.callback_status == "pending" and "500" in row.callback_error
+                break
+        assert time.monotonic() < deadline, "callback was not retried"
+        time.sleep(0.3)

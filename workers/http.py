@@ -1,0 +1,118 @@
+"""Outbound HTTP for image_url downloads and callbacks, refusing private addresses (SSRF).
+
+The host is resolved once, every address is checked, and the connection goes to the checked address
+(with the original Host header and TLS server name), so DNS rebinding cannot slip past the check.
+Redirects are followed by hand and each hop is checked again.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from facequeue.settings import Settings
+from schema.errors import ErrorCode, FacequeueError
+
+MAX_REDIRECTS = 5
+USER_AGENT = "facequeue/0.1 (+self-hosted face analysis)"
+
+
+def _allowed_networks(settings: Settings) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(n.strip()) for n in settings.url_allowed_networks.split(",") if n.strip()]
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+def check_url(url: str) -> tuple[str, str, int]:
+    """Syntax check; returns (scheme, host, port). Cheap: used by the api before enqueueing."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise FacequeueError(ErrorCode.URL_INVALID) from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FacequeueError(ErrorCode.URL_INVALID)
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+
+
+def resolve_public(host: str, port: int, settings: Settings) -> str:
+    """Resolve host and return one address that may be contacted, or raise URL_FORBIDDEN / URL_UNREACHABLE."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FacequeueError(ErrorCode.URL_UNREACHABLE, f"cannot resolve {host}") from exc
+    allowed = _allowed_networks(settings)
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    for address in addresses:
+        if not _is_public(address) and not any(address in net for net in allowed):
+            raise FacequeueError(
+                ErrorCode.URL_FORBIDDEN, f"{host} resolves to {address}, which is not public"
+            )
+    return str(addresses[0])
+
+
+def _pinned_request(
+    client: httpx.Client, method: str, url: str, settings: Settings, **kwargs
+) -> httpx.Response:  # type: ignore[no-untyped-def]
+    scheme, host, port = check_url(url)
+    address = resolve_public(host, port, settings)
+    parts = urlsplit(url)
+    netloc = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+    pinned = urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+    headers = {"Host": parts.netloc.rsplit("@", 1)[-1], "User-Agent": USER_AGENT, **kwargs.pop("headers", {})}
+    request = client.build_request(
+        method, pinned, headers=headers, extensions={"sni_hostname": host}, **kwargs
+    )
+    return client.send(request, stream=True)
+
+
+def download(url: str, settings: Settings) -> bytes:
+    """GET an image URL within the size and time limits."""
+    deadline = time.monotonic() + settings.url_timeout_s
+    timeout = httpx.Timeout(settings.url_timeout_s)
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            for _ in range(MAX_REDIRECTS + 1):
+                response = _pinned_request(client, "GET", url, settings)
+                if response.is_redirect:
+                    response.close()
+                    url = urljoin(url, response.headers["location"])
+                    continue
+                with response:
+                    if response.status_code >= 400:
+                        raise FacequeueError(
+                            ErrorCode.URL_HTTP_ERROR, f"{url} answered {response.status_code}"
+                        )
+                    declared = int(response.headers.get("content-length") or 0)
+                    if declared > settings.max_upload_bytes:
+                        raise FacequeueError(ErrorCode.URL_TOO_LARGE)
+                    chunks, total = [], 0
+                    for chunk in response.iter_bytes():
+                        total += len(chunk)
+                        if total > settings.max_upload_bytes:
+                            raise FacequeueError(ErrorCode.URL_TOO_LARGE)
+                        if time.monotonic() > deadline:
+                            raise FacequeueError(ErrorCode.URL_TIMEOUT)
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+            raise FacequeueError(ErrorCode.URL_UNREACHABLE, f"more than {MAX_REDIRECTS} redirects")
+    except httpx.TimeoutException as exc:
+        raise FacequeueError(ErrorCode.URL_TIMEOUT) from exc
+    except httpx.HTTPError as exc:
+        raise FacequeueError(ErrorCode.URL_UNREACHABLE, f"{type(exc).__name__}: {exc}") from exc
+
+
+def post_json(url: str, payload: dict, settings: Settings) -> int:
+    """POST a callback; returns the status code. Redirects are not followed for callbacks."""
+    with httpx.Client(timeout=httpx.Timeout(settings.url_timeout_s)) as client:
+        response = _pinned_request(client, "POST", url, settings, json=payload)
+        response.close()
+        return response.status_code
