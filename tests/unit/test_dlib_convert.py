@@ -246,3 +246,9 @@ def test_dynamic_batch_gives_the_same_rows(resnet_onnx: Path) -> None:
     single = np.concatenate([_run(resnet_onnx, x[i : i + 1]) for i in range(3)])
     assert batch.shape == (3, 128)
     np.testing.assert_allclose(batch, single, atol=1e-5)
+
+
+def test_not_a_network_fails_clearly() -> None:
+    # A dlib shape predictor file starts like any dlib object: an int version, then other fields.
+    with pytest.raises(dlib_dnn.DlibFormatError, match="not a dlib DNN file"):
+        dlib_dnn.parse(_int(1) + _int(7) + b"\x00\x00")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from PIL import Image
 
@@ -13,7 +14,6 @@ from workers.models.convert import dlib_dnn
 from workers.models.dlib_resnet import DlibResNetEmbedder
 
 dlib = pytest.importorskip("dlib")
-ort = pytest.importorskip("onnxruntime")
 
 pytestmark = [pytest.mark.peers, pytest.mark.models]
 

@@ -192,9 +192,12 @@ def _read_training_state(r: _Reader, *tensors: str) -> None:
 
 def parse(data: bytes) -> DlibNet:
     r = _Reader(data)
-    if r.int() != 1:
-        raise r.fail("not a dlib add_loss_layer (version 1 expected)")
-    loss = r.string()
+    try:
+        if r.int() != 1:
+            raise r.fail("bad add_loss_layer version")
+        loss = r.string()
+    except DlibFormatError as error:
+        raise DlibFormatError(f"not a dlib DNN file: it does not start with a loss layer ({error})") from None
     if loss == "loss_metric_2":
         r.float()  # margin
         r.float()  # distance threshold
