@@ -1,0 +1,216 @@
+"""The composed face pipeline: detect -> align -> embed -> age/gender, every stage one batch per image.
+
+One FacePipeline per process (`get_pipeline(settings)`); sessions come from `workers.models.runtime`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from facequeue.settings import Settings, get_settings
+from workers.models.fetch import model_path
+from workers.models.registry import get_spec
+from workers.models.runtime import create_session
+from workers.models.yunet import Detections, YuNet
+from workers.pipeline.align import align, eye_angle
+from workers.pipeline.points import basic_points
+from workers.pipeline.types import FaceAnalysis, Tag
+
+# Embedders (registry names) per embedding profile.
+PROFILES = {"fast": ("facenet",), "accurate": ("facenet", "dlib_resnet")}
+# Images are downscaled to this long side before detection (see benchmarks/RESULTS.md for AP vs speed).
+DETECT_MAX_SIDE = 640
+
+
+class Embedder(Protocol):
+    model_id: str
+    chip_size: int
+    template: np.ndarray
+
+    def embed(self, chips: np.ndarray) -> np.ndarray: ...
+
+
+def _l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def int8_facenet_path(settings: Settings) -> Path:
+    """Where the int8 FaceNet lives in the cache (made by `build_int8_facenet`)."""
+    spec = get_spec("facenet")
+    return settings.resolved_model_dir / spec.converted_file.replace(".onnx", ".int8.onnx")
+
+
+def _load_embedder(
+    name: str, settings: Settings, factory: Callable[[Path], ort.InferenceSession]
+) -> Embedder:
+    # Imported here: the embedder modules belong to the model wrappers and load only when a profile needs them.
+    if name == "facenet":
+        from workers.models.facenet import FaceNetEmbedder
+
+        path = model_path("facenet", settings)
+        if settings.int8_embeddings:
+            path = int8_facenet_path(settings)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"int8 embeddings are on but {path} is missing; build it once with "
+                    "workers.pipeline.analyse.build_int8_facenet(settings, photos)"
+                )
+        return FaceNetEmbedder.from_file(path, factory)
+    if name == "dlib_resnet":
+        from workers.models.dlib_resnet import DlibResNetEmbedder
+
+        return DlibResNetEmbedder.from_file(model_path("dlib_resnet", settings), factory)
+    raise KeyError(f"no embedder {name!r}")
+
+
+class FacePipeline:
+    def __init__(
+        self,
+        detector: YuNet,
+        embedders: list[Embedder],
+        age_gender_loader: Callable[[], Any] | None = None,
+    ) -> None:
+        self.detector = detector
+        self.embedders = embedders
+        self._age_gender_loader = age_gender_loader
+        self._age_gender: Any = None
+        self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FacePipeline:
+        def factory(model: Path | bytes) -> ort.InferenceSession:
+            return create_session(model, settings)
+
+        detector = YuNet(
+            factory(YuNet.dynamic_model_bytes(model_path("yunet", settings))),
+            score_threshold=settings.detection_threshold,
+            max_side=getattr(settings, "detection_max_side", DETECT_MAX_SIDE),
+            min_face_size=settings.min_face_size,
+        )
+        try:
+            names = PROFILES[settings.embedding_profile]
+        except KeyError:
+            raise ValueError(
+                f"unknown embedding_profile {settings.embedding_profile!r}; one of {list(PROFILES)}"
+            ) from None
+        embedders = [_load_embedder(name, settings, factory) for name in names]
+
+        def age_gender() -> Any:
+            from workers.models.age_gender import AgeGender
+
+            return AgeGender.from_files(model_path("age", settings), model_path("gender", settings), factory)
+
+        return cls(detector, embedders, age_gender)
+
+    @property
+    def age_gender(self) -> Any:
+        if self._age_gender is None and self._age_gender_loader is not None:
+            self._age_gender = self._age_gender_loader()
+        return self._age_gender
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timings[stage] += time.perf_counter() - start
+
+    def analyse(self, image: np.ndarray, flags: Iterable[str] = ()) -> list[FaceAnalysis]:
+        """Faces of one RGB uint8 (H, W, 3) image, best detection score first."""
+        flags = set(flags)
+        with self._timed("detect"):
+            detections = self.detector.detect(image)
+        return self.analyse_detections(image, detections, flags)
+
+    def analyse_detections(self, image: np.ndarray, det: Detections, flags: set[str]) -> list[FaceAnalysis]:
+        """Everything after detection, all faces of the image in one batch per network."""
+        if "bestface" in flags:
+            det = Detections(det.boxes[:1], det.scores[:1], det.landmarks[:1])
+        if len(det) == 0:
+            return []
+        faces = [
+            FaceAnalysis(
+                box=box,
+                score=float(score),
+                landmarks5=points,
+                angle=float(angle),
+                points=basic_points(points),
+            )
+            for box, score, points, angle in zip(
+                det.boxes, det.scores, det.landmarks, eye_angle(det.landmarks), strict=True
+            )
+        ]
+        for embedder in self.embedders:
+            with self._timed("align"):
+                chips = align(image, det.landmarks, embedder.template, embedder.chip_size)
+            with self._timed(f"embed {embedder.model_id}"):
+                vectors = _l2_normalize(embedder.embed(chips))
+            for face, vector in zip(faces, vectors, strict=True):
+                face.embeddings[embedder.model_id] = vector
+        if "classifiers" in flags and self.age_gender is not None:
+            self._classify(image, det, faces)
+        return faces
+
+    def _classify(self, image: np.ndarray, det: Detections, faces: list[FaceAnalysis]) -> None:
+        model = self.age_gender
+        with self._timed("align"):
+            age_chips = align(image, det.landmarks, model.age_template, model.age_size)
+            gender_chips = align(image, det.landmarks, model.gender_template, model.gender_size)
+        with self._timed("age_gender"):
+            ages, age_conf = model.predict_age(age_chips)
+            genders, gender_conf = model.predict_gender(gender_chips)
+        for face, age, ac, gender, gc in zip(faces, ages, age_conf, genders, gender_conf, strict=True):
+            face.tags.append(Tag("age", str(round(float(age))), round(float(ac), 3)))
+            face.tags.append(Tag("gender", gender, round(float(gc), 3)))
+
+
+_pipelines: dict[str, FacePipeline] = {}
+_lock = threading.Lock()
+
+
+def get_pipeline(settings: Settings | None = None) -> FacePipeline:
+    """The process-wide pipeline for these settings (built once: sessions are expensive)."""
+    settings = settings if settings is not None else get_settings()
+    key = settings.model_dump_json(
+        include={"model_dir", "home", "embedding_profile", "int8_embeddings", "providers", "intra_op_threads"}
+        | {"min_face_size", "detection_threshold"}
+    )
+    with _lock:
+        if key not in _pipelines:
+            _pipelines[key] = FacePipeline.from_settings(settings)
+        return _pipelines[key]
+
+
+def build_int8_facenet(settings: Settings, photos: Iterable[np.ndarray], max_chips: int = 64) -> Path:
+    """Quantise FaceNet to int8, calibrated on aligned chips of real faces found in `photos` (RGB arrays).
+
+    Static quantisation needs real activations; the model pack ships no photos, so the caller names them
+    (e.g. `facequeue models fetch --int8-calibration DIR`).
+    """
+    from workers.models.facenet import FaceNetEmbedder, quantize_int8
+
+    dst = int8_facenet_path(settings)
+    factory = lambda model: create_session(model, settings)  # noqa: E731
+    detector = YuNet(factory(YuNet.dynamic_model_bytes(model_path("yunet", settings))))
+    chips = []
+    for image in photos:
+        det = detector.detect(image)
+        if len(det):
+            chips.append(align(image, det.landmarks, FaceNetEmbedder.template, FaceNetEmbedder.chip_size))
+        if sum(len(c) for c in chips) >= max_chips:
+            break
+    if not chips:
+        raise ValueError("no face found in the calibration photos")
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    quantize_int8(model_path("facenet", settings), tmp, np.concatenate(chips)[:max_chips])
+    tmp.replace(dst)
+    return dst
