@@ -115,8 +115,10 @@ def quantize_int8(src: Path, dst: Path, calibration_chips: np.ndarray) -> None:
 
     Static QDQ quantisation: int8 weights per output channel, uint8 activations with ranges calibrated
     on `calibration_chips` ((N, 160, 160, 3) uint8 RGB aligned face chips, a few dozen real ones).
-    On x86 CPUs onnxruntime runs the QDQ pairs as QLinearConv; dynamic quantisation (ConvInteger) was
-    measured slower than fp32 here (see the report in tests/unit/test_facenet.py).
+    onnxruntime fuses the QDQ pairs into QLinearConv. Measured on a 2-core AMD EPYC (AVX-512 VNNI), one
+    thread: fp32 16 ms/face, static int8 4-6 ms/face, cosine to fp32 >= 0.998 on 48 real crops.
+    Dynamic quantisation (ConvInteger) ran 5-7x slower than fp32 and moved embeddings more (min 0.991).
+    On x86 CPUs without VNNI, u8 x s8 products can saturate; check cosine there before enabling int8.
     """
     import tempfile
 
