@@ -4,6 +4,8 @@ the MediaPipe files do not use (fp16 weights, fused activations, concatenation, 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import onnx
@@ -72,7 +74,7 @@ def test_mediapipe_graph_converts(name: str, size: int, outputs: dict, tmp_path:
 class _TinyModel:
     """Builds a .tflite flatbuffer op by op (the object API of the generated schema)."""
 
-    def __init__(self, schema) -> None:  # noqa: ANN001 - module object
+    def __init__(self, schema: ModuleType) -> None:
         self.fb = schema
         self.tensors: list = []
         self.buffers = [schema.BufferT()]  # buffer 0: the empty buffer of activations
@@ -90,7 +92,9 @@ class _TinyModel:
         self.tensors.append(t)
         return len(self.tensors) - 1
 
-    def op(self, code: int, inputs: list[int], outputs: list[int], kind: int = 0, options=None) -> None:  # noqa: ANN001
+    def op(
+        self, code: int, inputs: list[int], outputs: list[int], kind: int = 0, options: Any = None
+    ) -> None:
         if code not in self.codes:
             self.codes.append(code)
         o = self.fb.OperatorT()
@@ -112,7 +116,7 @@ class _TinyModel:
         return bytes(builder.Output())
 
 
-def _options(cls, **fields):  # noqa: ANN001, ANN202
+def _options(cls: type, **fields: Any) -> Any:
     opts = cls()
     for key, value in fields.items():
         setattr(opts, key, value)
