@@ -181,7 +181,7 @@ def test_op_variants_match_tflite() -> None:
         opt.ConcatenationOptions,
         _options(schema.ConcatenationOptionsT, axis=-1),
     )
-    alpha = m.tensor([1, 1, 14], rng.uniform(0, 0.5, size=(1, 1, 14)).astype(np.float32))
+    alpha = m.tensor([1, 1, 14], rng.uniform(-1, 1.5, size=(1, 1, 14)).astype(np.float32))  # per channel
     prelu = m.tensor([1, 5, 5, 14])
     m.op(op.PRELU, [cat, alpha], [prelu])
     bias = m.tensor([14], rng.normal(size=14).astype(np.float32))
@@ -203,8 +203,12 @@ def test_op_variants_match_tflite() -> None:
     pads = m.tensor(
         [4, 2], np.array([[0, 0], [1, 0], [0, 2], [0, 3]], np.int32), kind=schema.TensorType.INT32
     )
+    # PRELU with a slope per position and channel (the general, non-per-channel form).
+    alpha2 = m.tensor([3, 3, 14], rng.uniform(-1, 1.5, size=(3, 3, 14)).astype(np.float32))
+    prelu2 = m.tensor([1, 3, 3, 14])
+    m.op(op.PRELU, [pooled, alpha2], [prelu2])
     padded = m.tensor([1, 4, 5, 17])
-    m.op(op.PAD, [pooled, pads], [padded])
+    m.op(op.PAD, [prelu2, pads], [padded])
     shape = m.tensor([2], np.array([1, 340], np.int32), kind=schema.TensorType.INT32)
     flat = m.tensor([1, 340])
     m.op(
