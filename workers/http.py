@@ -86,7 +86,7 @@ def download(url: str, settings: Settings) -> bytes:
                     response.close()
                     url = urljoin(url, response.headers["location"])
                     continue
-                with response:
+                try:
                     if response.status_code >= 400:
                         raise FacequeueError(
                             ErrorCode.URL_HTTP_ERROR, f"{url} answered {response.status_code}"
@@ -103,6 +103,8 @@ def download(url: str, settings: Settings) -> bytes:
                             raise FacequeueError(ErrorCode.URL_TIMEOUT)
                         chunks.append(chunk)
                     return b"".join(chunks)
+                finally:
+                    response.close()
             raise FacequeueError(ErrorCode.URL_UNREACHABLE, f"more than {MAX_REDIRECTS} redirects")
     except httpx.TimeoutException as exc:
         raise FacequeueError(ErrorCode.URL_TIMEOUT) from exc

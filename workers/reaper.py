@@ -24,8 +24,11 @@ BATCH = 1000
 
 
 def broker_depth(queue: str) -> int:
+    # Not passive: an empty Redis queue has no key, and a passive declare would call it missing.
     with app.connection_for_write() as connection:
-        return connection.default_channel.queue_declare(queue=queue, passive=True).message_count
+        return connection.default_channel.queue_declare(
+            queue=queue, durable=True, auto_delete=False
+        ).message_count
 
 
 def requeue_expired(model: type[Image] | type[RecognizeJob]) -> list[str]:
@@ -36,6 +39,7 @@ def requeue_expired(model: type[Image] | type[RecognizeJob]) -> list[str]:
         uids = list(session.execute(select(model.uid).where(expired).limit(BATCH)).scalars())
         session.execute(
             update(model)
+            .execution_options(synchronize_session=False)
             .where(model.uid.in_(uids), expired)
             .values(status=JobStatus.QUEUED, lease_until=None, updated_at=now)
         )
@@ -61,7 +65,12 @@ def lost_messages(settings: Settings, model: type[Image] | type[RecognizeJob], q
         uids = list(
             session.execute(select(model.uid).where(old).order_by(model.updated_at).limit(missing)).scalars()
         )
-        session.execute(update(model).where(model.uid.in_(uids)).values(updated_at=now))
+        session.execute(
+            update(model)
+            .execution_options(synchronize_session=False)
+            .where(model.uid.in_(uids))
+            .values(updated_at=now)
+        )
     return uids
 
 

@@ -31,7 +31,7 @@ def status_in_db(uid: str) -> str:
 
 def test_lost_broker_messages_are_resent(client, api_key, workers):  # type: ignore[no-untyped-def]
     workers.stop_all()
-    uid = upload(client, api_key, FACE_PHOTO.read_bytes(), "bestface")
+    uid = upload(client, api_key, FACE_PHOTO.read_bytes(), "bestface,propoints")
     redis.Redis.from_url(REDIS_URL).flushdb()  # a broker restart without persistence: the message is gone
     assert status_in_db(uid) == "queued"
     workers.start()
