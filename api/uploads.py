@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import ipaddress
+import json
 import logging
 import uuid
 
@@ -17,6 +19,7 @@ from schema.blobs import put_blob
 from schema.errors import ErrorCode, FacequeueError
 from schema.flags import normalise_flags
 from schema.images import sniff
+from schema.persons import parse_person_id
 from schema.tables import Image, Tenant
 from workers.celery_app import enqueue_image
 from workers.http import check_url
@@ -68,6 +71,11 @@ def create_image_job(
     options = {k: v for k, v in (options or {}).items() if v not in (None, "", [])}
     if options.get("callback_url"):
         validate_url(options["callback_url"], settings)
+    if options.get("set_person_id"):
+        parse_person_id(options["set_person_id"])
+    for target in options.get("recognize_targets") or []:
+        if "@" in target:
+            parse_person_id(target)
     image = Image(
         tenant_id=tenant.id, detection_flags=flags, original_filename=original_filename, options=options
     )
@@ -77,7 +85,7 @@ def create_image_job(
         )
         image.sha256 = put_blob(session, settings, data)
         image.size = len(data)
-        image.dedupe_key = f"{image.sha256}:{flags}"
+        image.dedupe_key = f"{image.sha256}:{flags}{_outcome_options_digest(options)}"
         existing = _find_duplicate(session, tenant, image.dedupe_key)
         if existing is not None:
             return existing
@@ -96,6 +104,14 @@ def create_image_job(
     except Exception:  # broker away: the job is safe in the database and the reaper will send it
         log.exception("could not enqueue image %s; the reaper will re-send it", image.uid)
     return image
+
+
+def _outcome_options_digest(options: dict) -> str:
+    """Options that change the outcome (enrolment, recognition) make an upload a different job."""
+    outcome = {k: v for k, v in options.items() if k != "callback_url"}
+    if not outcome:
+        return ""
+    return ":" + hashlib.sha256(json.dumps(outcome, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _find_duplicate(session: Session, tenant: Tenant, dedupe_key: str | None) -> Image | None:

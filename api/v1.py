@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from api import recognition
 from api.deps import authenticate, db
 from api.uploads import create_image_job, decode_base64, get_image, get_image_by_checksum
 from facequeue.settings import get_settings
@@ -20,18 +21,29 @@ class V1Request(BaseModel):
     api_secret: str | None = None  # accepted for compatibility; keys alone authenticate
 
 
-class UploadFileRequest(V1Request):
+class UploadOptions(V1Request):
+    detection_flags: str | None = None
+    original_filename: str | None = None
+    callback_url: str | None = None
+    set_person_id: str | None = None  # enrol the faces found under this person
+    recognize_targets: list[str] | None = None  # identify the faces found against these targets
+    recognize_parameters: str | None = None
+
+    def options(self) -> dict:
+        return {
+            "callback_url": self.callback_url,
+            "set_person_id": self.set_person_id,
+            "recognize_targets": self.recognize_targets,
+            "parameters": self.recognize_parameters,
+        }
+
+
+class UploadFileRequest(UploadOptions):
     imagefile_data: str | None = None
-    detection_flags: str | None = None
-    original_filename: str | None = None
-    callback_url: str | None = None
 
 
-class UploadUrlRequest(V1Request):
+class UploadUrlRequest(UploadOptions):
     image_url: str | None = None
-    detection_flags: str | None = None
-    original_filename: str | None = None
-    callback_url: str | None = None
 
 
 class ImageInfoRequest(V1Request):
@@ -57,7 +69,7 @@ def register(router: APIRouter) -> None:
             data=decode_base64(body.imagefile_data),
             detection_flags=body.detection_flags,
             original_filename=body.original_filename,
-            options={"callback_url": body.callback_url},
+            options=body.options(),
         )
         return _uploaded(image.uid)
 
@@ -71,7 +83,7 @@ def register(router: APIRouter) -> None:
             url=body.image_url,
             detection_flags=body.detection_flags,
             original_filename=body.original_filename or body.image_url,
-            options={"callback_url": body.callback_url},
+            options=body.options(),
         )
         return _uploaded(image.uid)
 
@@ -91,5 +103,6 @@ def make_routers() -> list[APIRouter]:
     for prefix in ("/v1", "/service_json.svc"):
         router = APIRouter(prefix=prefix, tags=["v1 (Betaface)"], include_in_schema=prefix == "/v1")
         register(router)
+        recognition.register_v1(router)
         routers.append(router)
     return routers

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.deps import authenticate, db
 from api.uploads import create_image_job, decode_base64, get_image, get_image_by_checksum
+from api.v1 import UploadOptions
 from facequeue.settings import get_settings
 from schema import wire
 from schema.errors import ErrorCode, FacequeueError
@@ -17,15 +18,11 @@ from schema.tables import Face, Image, Tenant
 router = APIRouter(prefix="/v2", tags=["v2"])
 
 
-class MediaRequest(BaseModel):
-    api_key: str | None = None
+class MediaRequest(UploadOptions):
     file_uri: str | None = Field(None, description="URL of the image (alias: url)")
     url: str | None = None
     file_base64: str | None = Field(None, description="base64 of the image file (alias: base64)")
     base64: str | None = None
-    detection_flags: str | None = None
-    original_filename: str | None = None
-    callback_url: str | None = None
 
 
 def _accepted(image: Image) -> dict:
@@ -47,7 +44,7 @@ def post_media(body: MediaRequest, request: Request, session: Session = Depends(
         url=url,
         detection_flags=body.detection_flags,
         original_filename=body.original_filename or url,
-        options={"callback_url": body.callback_url},
+        options=body.options(),
     )
     return _accepted(image)
 

@@ -5,12 +5,18 @@ Shared by the api (poll responses) and the workers (callback payloads), so both 
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
 
 from schema.errors import ErrorCode, JobStatus
 from schema.tables import Face, Image
+
+
+def recognize_uid_for(image_uid: str) -> str:
+    """The recognition job that an upload with recognize_targets creates (stable across retries)."""
+    return str(uuid.uuid5(uuid.UUID(image_uid), "recognize"))
 
 
 def person_id(face: Face) -> str | None:
@@ -68,6 +74,7 @@ def media_v2(image: Image, embeddings: bool = False) -> dict[str, Any]:
         "height": image.height,
         "detection_flags": image.detection_flags,
         "faces": faces,
+        "recognize_uuid": recognize_uid_for(image.uid) if image.options.get("recognize_targets") else None,
     }
 
 

@@ -17,9 +17,10 @@ from schema.blobs import drop_blob, get_blob, put_blob
 from schema.db import session_scope
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.flags import parse_flags
-from schema.tables import Embedding, Face, Image
+from schema.persons import set_person
+from schema.tables import Embedding, Face, Image, RecognizeJob
 from workers import jobs
-from workers.celery_app import app, enqueue_callback
+from workers.celery_app import app, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
 from workers.pipeline.decode import decode_image
 from workers.pipeline.types import FaceAnalysis
@@ -129,6 +130,7 @@ def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
         image = jobs.lock_if_current(session, Image, image_uid, attempt)
         if image is None:
             return "superseded"  # our lease expired and a newer attempt owns the job
+        follow_up = None
         if error is not None:
             jobs.finish(image, error.code, error.message)
         else:
@@ -138,12 +140,39 @@ def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
             image.size = len(data)
             image.timings = {k: round(v, 4) for k, v in timings.items()}
             jobs.finish(image)
+            session.flush()
+            follow_up = _apply_upload_options(session, image)
         if not settings.keep_originals and image.sha256 and not _still_needed(session, image):
             drop_blob(session, settings, image.sha256)
         wants_callback = bool(image.options.get("callback_url"))
     if wants_callback:
         enqueue_callback(image_uid)
+    if error is None and follow_up:
+        enqueue_recognize(follow_up)
     return image.status
+
+
+def _apply_upload_options(session: Any, image: Image) -> str | None:
+    """Upload-time set_person_id (enrol every face found) and recognize_targets (identify them).
+
+    Returns the uid of a recognition job to enqueue once committed, if any.
+    """
+    face_uids = [face.uid for face in image.faces]
+    person = image.options.get("set_person_id")
+    if person and face_uids:
+        set_person(session, image.tenant_id, face_uids, person)
+    targets = image.options.get("recognize_targets")
+    if not targets:
+        return None
+    uid = wire.recognize_uid_for(image.uid)
+    if session.get(RecognizeJob, uid) is None:
+        request = {
+            "faces_uuids": face_uids,
+            "targets": targets,
+            "parameters": image.options.get("parameters"),
+        }
+        session.add(RecognizeJob(uid=uid, tenant_id=image.tenant_id, request=request))
+    return uid
 
 
 def _still_needed(session: Any, image: Image) -> bool:
@@ -201,3 +230,39 @@ def _start_reaper(**_: Any) -> None:
     from workers.reaper import start_reaper_thread
 
     start_reaper_thread()
+
+
+@app.task(name="facequeue.recognize", bind=True, max_retries=None)
+def recognize(self, job_uid: str) -> str:  # type: ignore[no-untyped-def]
+    from workers.recognize import recognize as run_recognition
+
+    settings = get_settings()
+    with session_scope() as session:
+        job = jobs.claim(session, RecognizeJob, job_uid, settings.job_lease_s)
+        if job is None:
+            return "not claimable"
+        attempt, tenant_id, request = job.attempts, job.tenant_id, job.request
+        if attempt > settings.max_attempts:
+            jobs.finish(job, ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
+            return "failed"
+    result: dict | None = None
+    error: FacequeueError | None = None
+    try:
+        with session_scope() as session:
+            result = run_recognition(
+                session, tenant_id, request, settings.embedding_profile, settings.default_fmr
+            )
+    except FacequeueError as exc:
+        error = exc
+    except Exception as exc:
+        log.exception("recognize %s attempt %d failed", job_uid, attempt)
+        with session_scope() as session:
+            jobs.release(session, RecognizeJob, job_uid, attempt)
+        raise self.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
+    with session_scope() as session:
+        job = jobs.lock_if_current(session, RecognizeJob, job_uid, attempt)
+        if job is None:
+            return "superseded"
+        job.result = result
+        jobs.finish(job, error.code if error else None, error.message if error else None)
+        return job.status

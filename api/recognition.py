@@ -1,0 +1,173 @@
+"""Persons and recognition endpoints, v1 (Betaface JSON) and v2. Recognition itself runs on the workers."""
+
+from __future__ import annotations
+
+import contextlib
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import authenticate, db
+from facequeue.settings import get_settings
+from schema.errors import ErrorCode, FacequeueError, JobStatus
+from schema.persons import list_persons, parse_person_id, set_person
+from schema.tables import Face, RecognizeJob, Tenant
+from workers.celery_app import enqueue_recognize
+from workers.recognize import parse_parameters
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+
+def create_recognize_job(
+    session: Session, tenant: Tenant, faces: list[str], targets: list[str], parameters: str | None
+) -> RecognizeJob:
+    """Validate what can be validated now (ids, syntax), commit the job, then enqueue it."""
+    if not faces or not targets:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, "faces and targets must both be non-empty")
+    parse_parameters(parameters, get_settings().default_fmr)
+    for target in targets:
+        if "@" in target:
+            parse_person_id(target)
+    uids = set(faces) | {t for t in targets if "@" not in t}
+    known = set(
+        session.execute(select(Face.uid).where(Face.uid.in_(uids), Face.tenant_id == tenant.id)).scalars()
+    )
+    if unknown := sorted(uids - known):
+        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(unknown[:5])}")
+    job = RecognizeJob(
+        tenant_id=tenant.id, request={"faces_uuids": faces, "targets": targets, "parameters": parameters}
+    )
+    session.add(job)
+    session.commit()
+    with contextlib.suppress(Exception):  # broker away: the reaper re-sends committed jobs
+        enqueue_recognize(job.uid)
+    return job
+
+
+def get_recognize_job(session: Session, tenant: Tenant, uid: str) -> RecognizeJob:
+    job = session.get(RecognizeJob, uid) if len(uid) == 36 else None
+    if job is None or job.tenant_id != tenant.id:
+        raise FacequeueError(ErrorCode.NOT_FOUND)
+    return job
+
+
+# v2 ------------------------------------------------------------------------------------------------------
+
+
+class PersonRequest(BaseModel):
+    api_key: str | None = None
+    faces_uuids: list[str] = Field(min_length=1)
+    person_id: str = ""
+
+
+class RecognizeRequest(BaseModel):
+    api_key: str | None = None
+    faces_uuids: list[str]
+    targets: list[str]
+    parameters: str | None = None
+
+
+@router.post("/person")
+def post_person(body: PersonRequest, request: Request, session: Session = Depends(db)) -> dict:
+    tenant = authenticate(session, request, body.api_key)
+    person = set_person(session, tenant.id, body.faces_uuids, body.person_id)
+    return {"person_id": person, "faces_uuids": body.faces_uuids}
+
+
+@router.get("/person")
+def get_person(person_id: str, request: Request, session: Session = Depends(db)) -> dict:
+    tenant = authenticate(session, request)
+    return {"persons": list_persons(session, tenant.id, person_id)}
+
+
+@router.post("/recognize", status_code=202)
+def post_recognize(body: RecognizeRequest, request: Request, session: Session = Depends(db)) -> dict:
+    tenant = authenticate(session, request, body.api_key)
+    job = create_recognize_job(session, tenant, body.faces_uuids, body.targets, body.parameters)
+    return {"recognize_uuid": job.uid}
+
+
+def recognize_v2(job: RecognizeJob) -> dict:
+    body: dict = {"recognize_uuid": job.uid, "status": job.status, "error": None, "results": []}
+    if job.status == JobStatus.ERROR and job.error_code is not None:
+        code = ErrorCode.from_v1(job.error_code)
+        body["error"] = {"code": code.name, "message": job.error_message or code.message}
+    if job.status == JobStatus.DONE and job.result:
+        body.update(job.result)
+    return body
+
+
+@router.get("/recognize/{uid}")
+def get_recognize(uid: str, request: Request, session: Session = Depends(db)) -> dict:
+    tenant = authenticate(session, request)
+    return recognize_v2(get_recognize_job(session, tenant, uid))
+
+
+# v1 ------------------------------------------------------------------------------------------------------
+
+
+class SetPersonV1(BaseModel):
+    api_key: str | None = None
+    faces_uids: list[str] = Field(min_length=1)
+    person_id: str = ""
+
+
+class RecognizeV1(BaseModel):
+    api_key: str | None = None
+    faces_uids: list[str]
+    targets: list[str]
+    parameters: str | None = None
+
+
+class RecognizeResultV1(BaseModel):
+    api_key: str | None = None
+    recognize_uid: str = ""
+
+
+def register_v1(v1_router: APIRouter) -> None:
+    @v1_router.post("/Faces_SetPerson")
+    def faces_set_person(body: SetPersonV1, request: Request, session: Session = Depends(db)) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        set_person(session, tenant.id, body.faces_uids, body.person_id)
+        return {"int_response": 0, "string_response": "ok"}
+
+    @v1_router.post("/Faces_Recognize")
+    def faces_recognize(body: RecognizeV1, request: Request, session: Session = Depends(db)) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        job = create_recognize_job(session, tenant, body.faces_uids, body.targets, body.parameters)
+        return {"int_response": 0, "string_response": "ok", "recognize_uid": job.uid}
+
+    @v1_router.post("/GetRecognizeResult")
+    def get_recognize_result(
+        body: RecognizeResultV1, request: Request, session: Session = Depends(db)
+    ) -> dict:
+        tenant = authenticate(session, request, body.api_key)
+        job = get_recognize_job(session, tenant, body.recognize_uid)
+        if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+            return {"int_response": 1, "string_response": "Request is in the queue", "recognize_uid": job.uid}
+        if job.status == JobStatus.ERROR:
+            code = ErrorCode.from_v1(job.error_code or ErrorCode.INTERNAL_ERROR.v1)
+            return {"int_response": code.v1, "string_response": job.error_message or code.message}
+        faces_matches = [
+            {
+                "face_uid": result["face_uuid"],
+                "matches": [
+                    {
+                        "face_uid": m["face_uuid"],
+                        "person_name": m["person_id"] or "",
+                        "confidence": m["confidence"],
+                        "is_match": m["is_match"],
+                    }
+                    for m in result["matches"]
+                ],
+            }
+            for result in job.result["results"]
+        ]
+        return {
+            "int_response": 0,
+            "string_response": "ok",
+            "recognize_uid": job.uid,
+            "faces_matches": faces_matches,
+        }

@@ -1,0 +1,101 @@
+"""Persons and namespaces: `name@namespace` parsing and face assignment, shared by api and workers."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from schema.errors import ErrorCode, FacequeueError
+from schema.tables import Face, Namespace, Person, utcnow
+
+NAME = re.compile(r"[A-Za-z0-9 .]{1,200}")
+NAMESPACE = re.compile(r"[A-Za-z0-9 .]{0,60}")
+ALL = "all"
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class PersonId:
+    name: str  # "all" means every person of the namespace (as a recognition target)
+    namespace: str  # "" is the tenant's default namespace
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.namespace}"
+
+
+def parse_person_id(text: str) -> PersonId:
+    name, _, namespace = text.strip().partition("@")
+    if not NAME.fullmatch(name) or not NAMESPACE.fullmatch(namespace):
+        raise FacequeueError(ErrorCode.INVALID_PERSON_ID, f"bad person id {text!r}")
+    return PersonId(name, namespace)
+
+
+def _get_or_create(session: Session, model: type, values: dict, keys: list[str]) -> int:
+    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
+    return session.execute(select(model.id).filter_by(**{k: values[k] for k in keys})).scalar_one()
+
+
+def namespace_id(session: Session, tenant_id: int, name: str, create: bool) -> int | None:
+    if create:
+        return _get_or_create(
+            session, Namespace, {"tenant_id": tenant_id, "name": name}, ["tenant_id", "name"]
+        )
+    return session.execute(
+        select(Namespace.id).where(Namespace.tenant_id == tenant_id, Namespace.name == name)
+    ).scalar_one_or_none()
+
+
+def set_person(session: Session, tenant_id: int, face_uids: list[str], person: str) -> str | None:
+    """Assign faces to a person (created if new); an empty person id unassigns. Returns the person id."""
+    faces = session.execute(
+        select(Face.uid).where(Face.uid.in_(face_uids), Face.tenant_id == tenant_id)
+    ).scalars()
+    missing = set(face_uids) - set(faces)
+    if missing:
+        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(sorted(missing)[:5])}")
+    person_row_id = None
+    if person.strip():
+        pid = parse_person_id(person)
+        if pid.name == ALL:
+            raise FacequeueError(
+                ErrorCode.INVALID_PERSON_ID, "'all' names every person; it cannot be assigned"
+            )
+        if pid.name == RANDOM:
+            pid = PersonId(f"random {uuid.uuid4().hex[:12]}", pid.namespace)
+        ns = namespace_id(session, tenant_id, pid.namespace, create=True)
+        person_row_id = _get_or_create(
+            session, Person, {"namespace_id": ns, "name": pid.name}, ["namespace_id", "name"]
+        )
+        person = str(pid)
+    session.execute(
+        update(Face)
+        .execution_options(synchronize_session=False)
+        .where(Face.uid.in_(face_uids), Face.tenant_id == tenant_id)
+        .values(person_id=person_row_id, updated_at=utcnow())
+    )
+    return person if person_row_id else None
+
+
+def list_persons(session: Session, tenant_id: int, person: str) -> list[dict]:
+    """`name@ns` -> that person; `all@ns` -> every person of the namespace; each with its face uids."""
+    pid = parse_person_id(person)
+    ns = namespace_id(session, tenant_id, pid.namespace, create=False)
+    if ns is None:
+        return []
+    query = select(Person.id, Person.name, Face.uid).outerjoin(Face, Face.person_id == Person.id)
+    query = query.where(Person.namespace_id == ns)
+    if pid.name != ALL:
+        query = query.where(Person.name == pid.name)
+    persons: dict[int, dict] = {}
+    for person_row_id, name, face_uid in session.execute(query.order_by(Person.name)):
+        entry = persons.setdefault(person_row_id, {"person_id": f"{name}@{pid.namespace}", "faces_uuids": []})
+        if face_uid:
+            entry["faces_uuids"].append(face_uid)
+    return list(persons.values())

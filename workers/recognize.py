@@ -1,0 +1,189 @@
+"""Recognition: compare query faces with target faces, persons or whole namespaces.
+
+Targets are resolved to (face, person) rows in Postgres, the vectors of the profile's model(s) are compared
+(never across models), and distances become calibrated confidences with an FMR-based match threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from schema.errors import ErrorCode, FacequeueError
+from schema.persons import ALL, namespace_id, parse_person_id
+from schema.tables import Embedding, Face, Namespace, Person
+from workers.recognition import calibration
+
+# Embedding models compared by each profile; `accurate` fuses the two distances.
+PROFILE_MODELS = {"fast": ("facenet-keras-2024",), "accurate": ("facenet-keras-2024", "dlib-resnet-v1")}
+FMR_CHOICES = (1e-3, 1e-4, 1e-5)
+
+
+@dataclass(frozen=True)
+class Parameters:
+    max_results: int = 10
+    min_match_score: float = 0.0
+    fmr: float = 1e-3
+    raw_threshold: float | None = None  # a distance threshold given directly, instead of an FMR
+
+
+def parse_parameters(text: str | None, default_fmr: float) -> Parameters:
+    """`min_match_score:0.6,max_results:5,fmr:1e-4` (or `threshold:<distance>`)."""
+    values: dict[str, str] = {}
+    for item in (text or "").replace(";", ",").split(","):
+        if item.strip():
+            key, _, value = item.partition(":")
+            values[key.strip().lower()] = value.strip()
+    try:
+        params = Parameters(
+            max_results=int(values.get("max_results", 10)),
+            min_match_score=float(values.get("min_match_score", 0.0)),
+            fmr=float(values.get("fmr", default_fmr)),
+            raw_threshold=float(values["threshold"]) if "threshold" in values else None,
+        )
+    except ValueError as exc:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, f"bad recognition parameters {text!r}") from exc
+    if params.fmr not in FMR_CHOICES or not 1 <= params.max_results <= 1000:
+        raise FacequeueError(
+            ErrorCode.INVALID_REQUEST, f"fmr must be one of {FMR_CHOICES}; max_results 1..1000"
+        )
+    return params
+
+
+@dataclass
+class Targets:
+    face_uids: list[str]
+    person_ids: list[str | None]  # person of each face ("name@ns"), or None
+    by_person: list[bool]  # whether the face was asked for as part of a person / namespace target
+
+
+def resolve_targets(session: Session, tenant_id: int, targets: list[str]) -> Targets:
+    """Face uids as themselves; `name@ns` as that person's faces; `all@ns` as every assigned face of ns."""
+    face_targets, person_filters = [], []
+    for target in targets:
+        if "@" in target:
+            pid = parse_person_id(target)
+            ns = namespace_id(session, tenant_id, pid.namespace, create=False)
+            if ns is not None:
+                person_filters.append((ns, None if pid.name == ALL else pid.name))
+        else:
+            face_targets.append(target)
+    resolved = Targets([], [], [])
+    if face_targets:
+        rows = session.execute(
+            select(Face.uid, Person.name, Namespace.name)
+            .outerjoin(Person, Face.person_id == Person.id)
+            .outerjoin(Namespace, Person.namespace_id == Namespace.id)
+            .where(Face.uid.in_(face_targets), Face.tenant_id == tenant_id)
+        ).all()
+        missing = set(face_targets) - {row[0] for row in rows}
+        if missing:
+            raise FacequeueError(
+                ErrorCode.INVALID_TARGET, f"unknown target face(s): {', '.join(sorted(missing)[:5])}"
+            )
+        for uid, name, ns_name in rows:
+            resolved.face_uids.append(uid)
+            resolved.person_ids.append(f"{name}@{ns_name}" if name is not None else None)
+            resolved.by_person.append(False)
+    for ns, name in person_filters:
+        query = (
+            select(Face.uid, Person.name, Namespace.name)
+            .join(Person, Face.person_id == Person.id)
+            .join(Namespace, Person.namespace_id == Namespace.id)
+            .where(Person.namespace_id == ns, Face.tenant_id == tenant_id)
+        )
+        if name is not None:
+            query = query.where(Person.name == name)
+        for uid, person_name, ns_name in session.execute(query):
+            resolved.face_uids.append(uid)
+            resolved.person_ids.append(f"{person_name}@{ns_name}")
+            resolved.by_person.append(True)
+    return resolved
+
+
+def load_vectors(session: Session, face_uids: list[str], models: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """(len(face_uids), 128) per model, rows in face_uids order; faces lacking a model's vector raise."""
+    rows = session.execute(
+        select(Embedding.face_uid, Embedding.model_id, Embedding.vector).where(
+            Embedding.face_uid.in_(face_uids), Embedding.model_id.in_(models)
+        )
+    ).all()
+    found = {(uid, model): np.frombuffer(vector, dtype="<f4") for uid, model, vector in rows}
+    out = {}
+    for model in models:
+        missing = [uid for uid in face_uids if (uid, model) not in found]
+        if missing:
+            raise FacequeueError(
+                ErrorCode.FACE_HAS_NO_EMBEDDING, f"face {missing[0]} has no {model} embedding"
+            )
+        out[model] = (
+            np.stack([found[(uid, model)] for uid in face_uids]) if face_uids else np.zeros((0, 128), "f4")
+        )
+    return out
+
+
+def distances(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray], profile: str) -> np.ndarray:
+    """Cosine distances (Q, T) of the profile's model, or the calibrated fusion of both models."""
+    per_model = {model: 1.0 - queries[model] @ targets[model].T for model in queries}
+    if profile == "accurate":
+        return calibration.fused_distance(per_model)
+    (only,) = per_model.values()
+    return only
+
+
+def recognize(session: Session, tenant_id: int, request: dict, profile: str, default_fmr: float) -> dict:
+    params = parse_parameters(request.get("parameters"), default_fmr)
+    query_uids: list[str] = request["faces_uuids"]
+    owned = set(
+        session.execute(
+            select(Face.uid).where(Face.uid.in_(query_uids), Face.tenant_id == tenant_id)
+        ).scalars()
+    )
+    if missing := [uid for uid in query_uids if uid not in owned]:
+        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(missing[:5])}")
+    targets = resolve_targets(session, tenant_id, request["targets"])
+    models = PROFILE_MODELS[profile]
+    model_key = profile_key(profile)
+    threshold = (
+        params.raw_threshold
+        if params.raw_threshold is not None
+        else calibration.threshold(model_key, params.fmr)
+    )
+    dist = distances(
+        load_vectors(session, query_uids, models), load_vectors(session, targets.face_uids, models), profile
+    )
+    confidence = calibration.confidence(model_key, dist)
+    results = []
+    for q, query_uid in enumerate(query_uids):
+        best: dict[str, dict] = {}  # one entry per person (by_person targets) or per face
+        for t, target_uid in enumerate(targets.face_uids):
+            if target_uid == query_uid:
+                continue  # a face always matches itself; that says nothing
+            key = f"p:{targets.person_ids[t]}" if targets.by_person[t] else f"f:{target_uid}"
+            if key not in best or dist[q, t] < best[key]["distance"]:
+                best[key] = {
+                    "face_uuid": target_uid,
+                    "person_id": targets.person_ids[t],
+                    "distance": float(dist[q, t]),
+                    "confidence": round(float(confidence[q, t]), 4),
+                    "is_match": bool(dist[q, t] <= threshold),
+                }
+        matches = sorted(best.values(), key=lambda m: m["distance"])
+        matches = [m for m in matches if m["confidence"] >= params.min_match_score][: params.max_results]
+        for match in matches:
+            match["distance"] = round(match["distance"], 5)
+        results.append({"face_uuid": query_uid, "matches": matches})
+    return {
+        "profile": profile,
+        "fmr": params.fmr if params.raw_threshold is None else None,
+        "threshold": round(float(threshold), 5),
+        "results": results,
+    }
+
+
+def profile_key(profile: str) -> str:
+    """The calibration table's key: a model id, or 'fused' for the accurate profile."""
+    return "fused" if profile == "accurate" else PROFILE_MODELS[profile][0]
