@@ -25,6 +25,7 @@ def claim(session: Session, model: Job, uid: str, lease_s: int) -> Image | Recog
     )
     result = session.execute(
         update(model)
+        .execution_options(synchronize_session=False)
         .where(model.uid == uid, claimable)
         .values(
             status=JobStatus.PROCESSING,
@@ -61,6 +62,7 @@ def release(session: Session, model: Job, uid: str, attempt: int) -> None:
     """Give a job back to the queue after an unexpected failure (its message is re-sent by a retry)."""
     session.execute(
         update(model)
+        .execution_options(synchronize_session=False)
         .where(model.uid == uid, model.status == JobStatus.PROCESSING, model.attempts == attempt)
         .values(status=JobStatus.QUEUED, lease_until=None, updated_at=utcnow())
     )
