@@ -1,0 +1,249 @@
+"""Face attribute tags (`classifiers`) and colour tags (`extended`), each from a model or a measurement.
+
+Tags (values are strings, as Betaface's; confidence 1.0 where the value is a measurement):
+- expression: top class of the fer emotion model, its probability as confidence.
+- smile: yes when the emotion model's "happy" probability is >= 0.5; confidence = that probability (yes)
+  or 1 - it (no). From the model only; mouth-corner geometry is not used.
+- mouth open: inner-lip gap (mesh 13-14) / mouth width (mesh 61-291) >= MOUTH_OPEN_RATIO; the ratio is
+  reported as "mouth opening".
+- eye_left_open / eye_right_open: eye aspect ratio on the iris network's eye contour,
+  (|top outer - bottom outer| + |top inner - bottom inner|) / (2 |outer - inner corner|) >= EYE_OPEN_EAR
+  (Soukupova & Cech's blink threshold); the ratio is reported as "eye_left_aspect" / "eye_right_aspect".
+  Left/right follow the Betaface point convention (`workers.pipeline.points`).
+- yaw, pitch (degrees) from the mesh's 3-D points (see `head_pose`); roll (degrees) is the angle of the
+  line between the iris centres (the iris network follows an image rotation to within a degree or two,
+  the mesh's own eye line lags when the detector's eye points, which set the mesh crop, are off).
+  Pitch is relative to the eyes-mouth plane: frontal portraits read about +10 (the mouth sits forward of
+  the eyes in the mesh's depth).
+- blur, exposure, noise: Azure-like levels with a value, measured on the grey face region (see `image_quality`).
+- quality: 0-1, product of blur, exposure, pose and size scores; "good" when >= QUALITY_GOOD.
+- face_size (detector box, longer side, px) and inter_pupil_distance (iris centres, px).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from workers.models.emotion import LABELS, EmotionClassifier, crop_chip
+from workers.pipeline import points as basic
+from workers.pipeline.landmarks import DenseLandmarks
+from workers.pipeline.types import Tag
+
+MOUTH_OPEN_RATIO = 0.15
+EYE_OPEN_EAR = 0.2
+SMILE_HAPPY = 0.5
+# blur: variance of the Laplacian of the face region resized to QUALITY_CHIP px (grey 0-255).
+QUALITY_CHIP = 128
+BLUR_LEVELS = (100.0, 30.0)  # variance >= 100: low blur, >= 30: medium, else high
+# exposure: mean luminance (0-1) of the face region; Azure's under/good/over.
+EXPOSURE_LEVELS = (0.25, 0.75)
+# noise: Immerkaer's sigma estimate (grey levels) at native resolution.
+NOISE_LEVELS = (3.0, 8.0)  # sigma < 3: low, < 8: medium, else high
+FULL_SIZE = 80.0  # face_size (px) at which the size score reaches 1
+QUALITY_GOOD = 0.5
+
+# Mesh vertex pairs (subject's left, subject's right) that define the head's left-right axis.
+_SYMMETRIC = ((263, 33), (362, 133), (291, 61), (454, 234), (361, 132), (300, 70), (345, 116), (389, 162))
+_EYES = (33, 133, 362, 263)
+_MOUTH = (61, 291, 0, 17)
+
+
+def head_pose(mesh: np.ndarray) -> np.ndarray:
+    """(N, 468, 3) mesh in image pixels -> (N, 3) yaw, pitch, roll in degrees.
+
+    The head frame is measured on the mesh itself: x = mean of (subject-left - subject-right) over
+    symmetric vertex pairs, y = from the eye centre to the mouth centre made orthogonal to x, z = x cross y.
+    Image axes are x right, y down, z away from the camera (the mesh's z: smaller = nearer). A face
+    looking into the camera has x = (1, 0, 0), y = (0, 1, 0): yaw = pitch = roll = 0 (pitch 0 means the
+    eyes-mouth plane faces the camera). Signs: yaw > 0 when the face turns toward the image's right,
+    pitch > 0 when it tilts up, roll > 0 when the eye line turns clockwise on screen.
+    """
+    mesh = np.asarray(mesh, np.float64)
+    x = np.mean([mesh[:, a] - mesh[:, b] for a, b in _SYMMETRIC], axis=0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = mesh[:, list(_MOUTH)].mean(1) - mesh[:, list(_EYES)].mean(1)
+    y -= (y * x).sum(1, keepdims=True) * x
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    forward = -np.cross(x, y)  # toward the camera for a frontal face: (0, 0, -1)
+    yaw = np.degrees(np.arctan2(forward[:, 0], -forward[:, 2]))
+    pitch = np.degrees(np.arctan2(-forward[:, 1], np.hypot(forward[:, 0], forward[:, 2])))
+    roll = np.degrees(np.arctan2(x[:, 1], x[:, 0]))
+    return np.column_stack([yaw, pitch, roll])
+
+
+def eye_aspect_ratios(eye_contour: np.ndarray) -> np.ndarray:
+    """(N, 2, 71, 3) iris-network eye contours -> (N, 2) eye aspect ratios (subject's right, left)."""
+    c = np.asarray(eye_contour, np.float64)[..., :2]
+
+    def dist(a: int, b: int) -> np.ndarray:
+        return np.linalg.norm(c[:, :, a] - c[:, :, b], axis=-1)
+
+    # Contour: 0 outer, 8 inner corner; 10/2 above/below the outer third, 14/6 the inner third.
+    return (dist(10, 2) + dist(14, 6)) / (2 * np.maximum(dist(0, 8), 1e-6))
+
+
+def mouth_opening(mesh: np.ndarray) -> np.ndarray:
+    m = np.asarray(mesh, np.float64)[..., :2]
+    gap = np.linalg.norm(m[:, 13] - m[:, 14], axis=1)
+    width = np.linalg.norm(m[:, 61] - m[:, 291], axis=1)
+    return gap / np.maximum(width, 1e-6)
+
+
+def _face_region(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
+    # The inner 60% of the detector box: skin, eyes, mouth; little hair or background.
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    xs = np.clip([x1 + 0.2 * w, x2 - 0.2 * w], 0, grey.shape[1]).astype(int)
+    ys = np.clip([y1 + 0.2 * h, y2 - 0.2 * h], 0, grey.shape[0]).astype(int)
+    return grey[ys[0] : ys[1], xs[0] : xs[1]]
+
+
+def _laplacian(a: np.ndarray) -> np.ndarray:
+    return a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] - 4 * a[1:-1, 1:-1]
+
+
+def image_quality(grey: np.ndarray, box: np.ndarray) -> tuple[float, float, float]:
+    """(variance of Laplacian at QUALITY_CHIP px, mean luminance 0-1, noise sigma) of one face region."""
+    region = _face_region(grey, box)
+    if min(region.shape) < 3:
+        return 0.0, 0.0, 0.0
+    chip = np.asarray(
+        Image.fromarray(region).resize((QUALITY_CHIP, QUALITY_CHIP), Image.BILINEAR), np.float64
+    )
+    sharpness = float(_laplacian(chip).var())
+    exposure = float(region.mean() / 255.0)
+    # Immerkaer (1996): the mask [[1,-2,1],[-2,4,-2],[1,-2,1]] cancels image structure up to second order.
+    a = region.astype(np.float64)
+    m = a[:-2, :-2] - 2 * a[:-2, 1:-1] + a[:-2, 2:] - 2 * a[1:-1, :-2] + 4 * a[1:-1, 1:-1]
+    m += -2 * a[1:-1, 2:] + a[2:, :-2] - 2 * a[2:, 1:-1] + a[2:, 2:]
+    noise = float(np.sqrt(np.pi / 2) * np.abs(m).mean() / 6)
+    return sharpness, exposure, noise
+
+
+def _level(value: float, limits: tuple[float, float], names: tuple[str, str, str]) -> str:
+    if limits[0] > limits[1]:  # descending limits: larger is better (sharpness)
+        return names[0] if value >= limits[0] else names[1] if value >= limits[1] else names[2]
+    return names[0] if value < limits[0] else names[1] if value < limits[1] else names[2]
+
+
+def quality_score(sharpness: float, exposure: float, yaw: float, pitch: float, size: float) -> float:
+    s_blur = min(sharpness / BLUR_LEVELS[0], 1.0)
+    s_exposure = max(0.0, 1.0 - (abs(exposure - 0.5) / 0.5) ** 2)
+    s_pose = max(0.0, np.cos(np.radians(yaw)) * np.cos(np.radians(pitch))) ** 2
+    s_size = min(size / FULL_SIZE, 1.0)
+    return float(s_blur * s_exposure * s_pose * s_size)
+
+
+def _side_names() -> tuple[str, str]:
+    """Tag side words for (subject's right eye, subject's left eye), as the Betaface points name them."""
+    return ("left", "right") if basic.BETAFACE_LEFT_IS_IMAGE_LEFT else ("right", "left")
+
+
+def face_tags(
+    image: np.ndarray, boxes: np.ndarray, dense: DenseLandmarks, emotion: EmotionClassifier
+) -> list[list[Tag]]:
+    """The `classifiers` tags of every face of one RGB image (all faces through the emotion model at once)."""
+    grey = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).convert("L"))
+    boxes = np.asarray(boxes, np.float64)
+    chips = np.stack([crop_chip(grey, (b[0], b[1], b[2] - b[0], b[3] - b[1])) for b in boxes])
+    probs = emotion.predict(chips)
+    pose = head_pose(dense.mesh)
+    ears = eye_aspect_ratios(dense.eye_contour)
+    opening = mouth_opening(dense.mesh)
+    ipd = np.linalg.norm(dense.iris[:, 0, 0, :2] - dense.iris[:, 1, 0, :2], axis=1)
+    sides = _side_names()
+    out = []
+    for i, box in enumerate(boxes):
+        top = int(np.argmax(probs[i]))
+        happy = float(probs[i, LABELS.index("happy")])
+        smile = happy >= SMILE_HAPPY
+        yaw, pitch = pose[i, :2]
+        eye_line = dense.iris[i, 1, 0, :2] - dense.iris[i, 0, 0, :2]
+        roll = float(np.degrees(np.arctan2(eye_line[1], eye_line[0])))
+        size = float(max(box[2] - box[0], box[3] - box[1]))
+        sharpness, exposure, noise = image_quality(grey, box)
+        quality = quality_score(sharpness, exposure, yaw, pitch, size)
+        tags = [
+            Tag("expression", LABELS[top], round(float(probs[i, top]), 3)),
+            Tag("smile", "yes" if smile else "no", round(happy if smile else 1 - happy, 3)),
+            Tag("mouth open", "yes" if opening[i] >= MOUTH_OPEN_RATIO else "no"),
+            Tag("mouth opening", f"{opening[i]:.3f}"),
+        ]
+        for eye, side in enumerate(sides):
+            tags.append(Tag(f"eye_{side}_open", "yes" if ears[i, eye] >= EYE_OPEN_EAR else "no"))
+            tags.append(Tag(f"eye_{side}_aspect", f"{ears[i, eye]:.3f}"))
+        tags += [
+            Tag("yaw", f"{yaw:.1f}"),
+            Tag("pitch", f"{pitch:.1f}"),
+            Tag("roll", f"{roll:.1f}"),
+            Tag("blur", _level(sharpness, BLUR_LEVELS, ("low", "medium", "high"))),
+            Tag("blur value", f"{sharpness:.1f}"),
+            Tag(
+                "exposure",
+                _level(exposure, EXPOSURE_LEVELS, ("underExposure", "goodExposure", "overExposure")),
+            ),
+            Tag("exposure value", f"{exposure:.3f}"),
+            Tag("noise", _level(noise, NOISE_LEVELS, ("low", "medium", "high"))),
+            Tag("noise value", f"{noise:.2f}"),
+            Tag("quality", "good" if quality >= QUALITY_GOOD else "poor", round(quality, 3)),
+            Tag("face_size", f"{size:.0f}"),
+            Tag("inter_pupil_distance", f"{ipd[i]:.1f}"),
+        ]
+        out.append(tags)
+    return out
+
+
+def _median_colour(image: np.ndarray, centres: np.ndarray, radius: float) -> str | None:
+    """Median RGB (hex) of square patches around centres (K, 2), or None when none lies in the image."""
+    h, w = image.shape[:2]
+    r = max(int(round(radius)), 1)
+    pixels = []
+    for cx, cy in np.asarray(centres, np.float64).reshape(-1, 2):
+        x, y = int(round(cx)), int(round(cy))
+        if r <= x < w - r and r <= y < h - r:
+            pixels.append(image[y - r : y + r + 1, x - r : x + r + 1].reshape(-1, 3))
+    if not pixels:
+        return None
+    rgb = np.median(np.concatenate(pixels), axis=0).round().astype(int)
+    return "".join(f"{c:02x}" for c in rgb)
+
+
+def colour_tags(image: np.ndarray, dense: DenseLandmarks, i: int) -> list[Tag]:
+    """`extended` colour tags of face i: median colour of patches placed with the mesh (see code)."""
+    mesh = np.asarray(dense.mesh[i], np.float64)[:, :2]
+    iod = float(np.linalg.norm(dense.iris[i, 0, 0, :2] - dense.iris[i, 1, 0, :2]))
+    right = (mesh[[263, 362, 291, 454]].mean(0) - mesh[[33, 133, 61, 234]].mean(0)) / 2  # half-width axis
+    down = mesh[152] - mesh[10]  # forehead top -> chin
+    width = np.linalg.norm(mesh[454] - mesh[234])
+    regions = {
+        # Cheeks and forehead (mesh 50/280 cheeks, 151 forehead, 108/337 upper forehead sides).
+        "color skin": (mesh[[50, 280, 151, 108, 337]], 0.08 * iod),
+        # The iris ring: points between the iris centre and its edge, away from the pupil and highlights.
+        "color eyes": (
+            np.concatenate(
+                [0.3 * dense.iris[i, e, :1, :2] + 0.7 * dense.iris[i, e, 1:, :2] for e in range(2)]
+            ),
+            0.03 * iod,
+        ),
+        # Above the mesh's top (its vertex 10 sits below the hairline on most faces).
+        "color hair": (mesh[[10, 109, 338]] - 0.2 * down, 0.08 * iod),
+        # Beside the head at eye level, half a face width out from the oval.
+        "color background": (
+            np.stack(
+                [
+                    mesh[454] + right / np.linalg.norm(right) * 0.5 * width,
+                    mesh[234] - right / np.linalg.norm(right) * 0.5 * width,
+                ]
+            ),
+            0.1 * iod,
+        ),
+        # Below the chin by 0.6 of the face height, on the body's centre line.
+        "color clothes middle": (mesh[[152]] + 0.6 * down, 0.2 * iod),
+    }
+    tags = []
+    for name, (centres, radius) in regions.items():
+        colour = _median_colour(np.asarray(image), centres, radius)
+        if colour is not None:
+            tags.append(Tag(name, colour))
+    return tags
