@@ -79,10 +79,13 @@ class FacePipeline:
         detector: YuNet,
         embedders: list[Embedder],
         age_gender_loader: Callable[[], Any] | None = None,
+        dense_loader: Callable[[], Any] | None = None,
     ) -> None:
         self.detector = detector
         self.embedders = embedders
         self._age_gender_loader = age_gender_loader
+        self._dense_loader = dense_loader  # mesh + iris + emotion, loaded on first use
+        self._dense: Any = None
         self._age_gender: Any = None
         self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
 
@@ -110,7 +113,9 @@ class FacePipeline:
 
             return AgeGender.from_files(model_path("age", settings), model_path("gender", settings), factory)
 
-        return cls(detector, embedders, age_gender)
+        from workers.pipeline.attributes import load_dense_models
+
+        return cls(detector, embedders, age_gender, lambda: load_dense_models(settings, factory))
 
     @property
     def age_gender(self) -> Any:
@@ -158,6 +163,13 @@ class FacePipeline:
                 face.embeddings[embedder.model_id] = vector
         if "classifiers" in flags and self.age_gender is not None:
             self._classify(image, det, faces)
+        if flags & {"propoints", "classifiers", "extended"} and self._dense_loader is not None:
+            from workers.pipeline.attributes import annotate_faces
+
+            if self._dense is None:
+                self._dense = self._dense_loader()
+            with self._timed("landmarks_attributes"):
+                annotate_faces(self._dense, image, det.boxes, det.landmarks, faces, flags)
         return faces
 
     def _classify(self, image: np.ndarray, det: Detections, faces: list[FaceAnalysis]) -> None:

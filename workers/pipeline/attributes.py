@@ -8,7 +8,7 @@ Tags (values are strings, as Betaface's; confidence 1.0 where the value is a mea
   reported as "mouth opening".
 - eye_left_open / eye_right_open: eye aspect ratio on the iris network's eye contour,
   (|top outer - bottom outer| + |top inner - bottom inner|) / (2 |outer - inner corner|) >= EYE_OPEN_EAR
-  (Soukupova & Cech's blink threshold); the ratio is reported as "eye_left_aspect" / "eye_right_aspect".
+  (0.12: below the narrowed-but-open eyes we measured; no closed-eye photo checked it yet); the ratio is reported as "eye_left_aspect" / "eye_right_aspect".
   Left/right follow the Betaface point convention (`workers.pipeline.points`).
 - yaw, pitch (degrees) from the mesh's 3-D points (see `head_pose`); roll (degrees) is the angle of the
   line between the iris centres (the iris network follows an image rotation to within a degree or two,
@@ -22,16 +22,21 @@ Tags (values are strings, as Betaface's; confidence 1.0 where the value is a mea
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
+import onnxruntime as ort
 from PIL import Image
 
+from facequeue.settings import Settings
 from workers.models.emotion import LABELS, EmotionClassifier, crop_chip
 from workers.pipeline import points as basic
-from workers.pipeline.landmarks import DenseLandmarks
-from workers.pipeline.types import Tag
+from workers.pipeline.landmarks import DenseLandmarks, LandmarkModels, betaface_points
+from workers.pipeline.types import FaceAnalysis, Tag
 
 MOUTH_OPEN_RATIO = 0.15
-EYE_OPEN_EAR = 0.2
+EYE_OPEN_EAR = 0.12  # open eyes on the face-api.js photos: 0.15-0.30 (smiling 0.15); squinting 0.07-0.12
 SMILE_HAPPY = 0.5
 # blur: variance of the Laplacian of the face region resized to QUALITY_CHIP px (grey 0-255).
 QUALITY_CHIP = 128
@@ -247,3 +252,46 @@ def colour_tags(image: np.ndarray, dense: DenseLandmarks, i: int) -> list[Tag]:
         if colour is not None:
             tags.append(Tag(name, colour))
     return tags
+
+
+class DenseModels:
+    """Mesh + iris + emotion, loaded together for the pipeline (`load_dense_models`)."""
+
+    def __init__(self, landmarks: LandmarkModels, emotion: EmotionClassifier) -> None:
+        self.landmarks = landmarks
+        self.emotion = emotion
+
+
+def load_dense_models(settings: Settings, factory: Callable[[Path], ort.InferenceSession]) -> DenseModels:
+    from workers.models.fetch import model_path
+
+    landmarks = LandmarkModels.from_files(
+        model_path("face_landmark", settings), model_path("iris_landmark", settings), factory
+    )
+    return DenseModels(landmarks, EmotionClassifier.from_file(model_path("emotion", settings), factory))
+
+
+def annotate_faces(
+    models: DenseModels,
+    image: np.ndarray,
+    boxes: np.ndarray,
+    landmarks5: np.ndarray,
+    faces: list[FaceAnalysis],
+    flags: set[str],
+) -> None:
+    """Add dense points (`propoints`), tags (`classifiers`) and colours (`extended`, best face) to faces.
+
+    The detector's 5 basic points stay as they are; the dense set adds Betaface's pro points and the
+    basic eye corners. Faces are in detection-score order, so faces[0] is the best face.
+    """
+    if not faces or not flags & {"propoints", "classifiers", "extended"}:
+        return
+    dense = models.landmarks.predict(image, boxes, landmarks5)
+    if flags & {"propoints", "extended"}:  # Betaface: extended turns pro points on
+        for i, face in enumerate(faces):
+            face.points.extend(betaface_points(dense, i))
+    if "classifiers" in flags:
+        for face, tags in zip(faces, face_tags(image, boxes, dense, models.emotion), strict=True):
+            face.tags.extend(tags)
+    if "extended" in flags:
+        faces[0].tags.extend(colour_tags(image, dense, 0))
