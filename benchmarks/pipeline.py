@@ -1,0 +1,275 @@
+"""Pipeline speed: our pipeline against face_recognition's defaults, same photos, same machine, same run.
+
+    python benchmarks/pipeline.py                 # CPU: 1 and 2 threads, fp32 and int8 FaceNet, the peer
+    python benchmarks/pipeline.py --sweep         # also: detector long side vs WIDER AP and speed
+    python benchmarks/pipeline.py --device cuda   # CUDA provider: pipeline, and faces/s at batch 1/32/128
+    add --write to put the results into benchmarks/RESULTS.md (between this script's markers)
+
+Photos: colour photos of ../shared/data (ageitgey examples, CompreFace samples, insightface samples,
+face-api.js photos, 20 deepface photos, 40 WIDER images, 40 cacd_vs photos), decoded once up front;
+timings exclude decoding. Ours runs detection + 5-point alignment + the profile's embedders (no
+classifiers unless --classifiers); the peer runs face_recognition.face_encodings(image) (HOG
+upsample 1, 5-point landmarks, ResNet, one jitter). BLAS/OpenMP pools are pinned to one thread, so the
+thread count is onnxruntime's intra-op threads only; dlib runs single-threaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facequeue.settings import Settings, get_settings  # noqa: E402
+from tests.accuracy.common import DATA, average_precision, ensure_int8_facenet, rgb, wider_ground_truth  # noqa: E402
+from workers.models.fetch import model_path  # noqa: E402
+from workers.models.runtime import create_session  # noqa: E402
+from workers.models.yunet import YuNet  # noqa: E402
+from workers.pipeline.align import align  # noqa: E402
+from workers.pipeline.analyse import FacePipeline  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+BEGIN, END = "<!-- benchmarks/pipeline.py:begin -->", "<!-- benchmarks/pipeline.py:end -->"
+
+
+def bench_photos() -> list[Path]:
+    misc = DATA / "misc"
+    files = sorted(p for p in (misc / "face_recognition_ageitgey" / "examples").iterdir() if p.is_file())
+    files += sorted((misc / "CompreFace_sample_images").glob("*.jpg"))
+    files += sorted((misc / "insightface_samples" / "python-package_images").iterdir())
+    files += sorted((misc / "face-api.js" / "examples_images").glob("*.jpg"))
+    files += sorted((misc / "deepface_tests_unit_dataset").glob("img*.jpg"))[:20]
+    files += [g.path for g in wider_ground_truth()[:40]]
+    files += sorted((DATA / "identity" / "cacd_vs").glob("*.jpg"))[:40]
+    return files
+
+
+def load_colour(paths: list[Path]) -> list[np.ndarray]:
+    images = [rgb(p) for p in paths]
+    return [im for im in images if np.any(im[..., 0] != im[..., 1])]  # drop greyscale photos
+
+
+def machine() -> str:
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
+    except (OSError, subprocess.CalledProcessError):
+        model = platform.processor() or "?"
+    return f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
+
+
+def settings_for(threads: int, profile: str, int8: bool, providers: str = "CPUExecutionProvider") -> Settings:
+    return get_settings().model_copy(
+        update={
+            "intra_op_threads": threads,
+            "embedding_profile": profile,
+            "int8_embeddings": int8,
+            "providers": providers,
+        }
+    )
+
+
+def run_ours(images: list[np.ndarray], settings: Settings, flags: set[str]) -> dict[str, float]:
+    pipeline = FacePipeline.from_settings(settings)
+    for im in images[:3]:  # warm-up: first runs allocate
+        pipeline.analyse(im, flags)
+    pipeline.timings.clear()
+    start = time.perf_counter()
+    faces = sum(len(pipeline.analyse(im, flags)) for im in images)
+    elapsed = time.perf_counter() - start
+    row = {"images/s": len(images) / elapsed, "faces/s": faces / elapsed, "faces": faces}
+    row.update({f"{stage} ms": 1000 * t / len(images) for stage, t in pipeline.timings.items()})
+    return row
+
+
+def run_peer(images: list[np.ndarray]) -> dict[str, float]:
+    from tests.accuracy.peer import load_face_recognition
+
+    fr = load_face_recognition()
+    fr.face_encodings(images[0])  # warm-up
+    detect = encode = 0.0
+    faces = 0
+    for im in images:
+        t0 = time.perf_counter()
+        boxes = fr.face_locations(im)  # what face_encodings(im) runs first, with the same defaults
+        t1 = time.perf_counter()
+        faces += len(fr.face_encodings(im, boxes))
+        t2 = time.perf_counter()
+        detect += t1 - t0
+        encode += t2 - t1
+    elapsed = detect + encode
+    return {
+        "images/s": len(images) / elapsed,
+        "faces/s": faces / elapsed,
+        "faces": faces,
+        "detect ms": 1000 * detect / len(images),
+        "landmarks+embed ms": 1000 * encode / len(images),
+    }
+
+
+def table(rows: list[tuple[str, dict[str, float]]]) -> str:
+    keys: list[str] = []
+    for _, row in rows:
+        keys += [k for k in row if k not in keys]
+    lines = ["| run | " + " | ".join(keys) + " |", "| --- |" + " ---: |" * len(keys)]
+    for name, row in rows:
+        cells = [f"{row[k]:.1f}" if isinstance(row.get(k), float) else str(row.get(k, "")) for k in keys]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cpu_section(images: list[np.ndarray], threads: list[int], flags: set[str], peer: bool) -> str:
+    rows: list[tuple[str, dict[str, float]]] = []
+    ensure_int8_facenet(settings_for(1, "fast", False))
+    for n in threads:
+        for profile, int8 in (("fast", False), ("fast", True), ("accurate", False)):
+            label = f"ours {profile}{' int8' if int8 else ''}, {n} thread{'s' if n > 1 else ''}"
+            rows.append((label, run_ours(images, settings_for(n, profile, int8), flags)))
+            print(label, {k: round(v, 2) for k, v in rows[-1][1].items()}, flush=True)
+    out = [table(rows)]
+    if peer:
+        peer_row = run_peer(images)
+        print("face_recognition", {k: round(v, 2) for k, v in peer_row.items()}, flush=True)
+        out = [table([*rows, ("face_recognition defaults (single thread)", peer_row)])]
+        out.append("\nRatios to face_recognition (ours / peer), same photos:\n")
+        for name, row in rows:
+            out.append(
+                f"- {name}: faces/s x{row['faces/s'] / peer_row['faces/s']:.1f}, "
+                f"images/s x{row['images/s'] / peer_row['images/s']:.1f}"
+            )
+    return "\n".join(out)
+
+
+def sweep_section(sides: list[int]) -> str:
+    truths = wider_ground_truth()
+    settings = settings_for(1, "fast", False)
+    session = create_session(YuNet.dynamic_model_bytes(model_path("yunet", settings)), settings)
+    images = [rgb(gt.path) for gt in truths]
+    rows = []
+    for side in sides:
+        detector = YuNet(session, score_threshold=0.3, max_side=side)
+        detector.detect(images[0])
+        start = time.perf_counter()
+        found = [detector.detect(im) for im in images]
+        elapsed = time.perf_counter() - start
+        ap, recall = average_precision(truths, [(f.boxes, f.scores) for f in found])
+        rows.append(
+            (f"long side {side}", {"AP@0.5": ap, "recall": recall, "ms/image": 1000 * elapsed / len(images)})
+        )
+        print(rows[-1], flush=True)
+    lines = ["| detector input | AP@0.5 | recall | ms/image (1 thread) |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {n} | {r['AP@0.5']:.3f} | {r['recall']:.3f} | {r['ms/image']:.1f} |" for n, r in rows]
+    return f"WIDER subset ({len(truths)} images, faces >= 32 px):\n\n" + "\n".join(lines)
+
+
+def cuda_section(images: list[np.ndarray], flags: set[str]) -> str:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise SystemExit("the CUDA provider is not available (install onnxruntime-gpu and CUDA/cuDNN)")
+    providers = "CUDAExecutionProvider,CPUExecutionProvider"
+    rows: list[tuple[str, dict[str, float]]] = []
+    for profile in ("fast", "accurate"):
+        rows.append(
+            (
+                f"ours {profile}, CUDA, per image",
+                run_ours(images, settings_for(0, profile, False, providers), flags),
+            )
+        )
+        print(rows[-1], flush=True)
+    pipeline = FacePipeline.from_settings(settings_for(0, "accurate", False, providers))
+    points = []
+    for im in images:
+        det = pipeline.detector.detect(im)
+        points += [(im, p) for p in det.landmarks]
+    for embedder in pipeline.embedders:
+        chips = np.concatenate(
+            [align(im, p[None], embedder.template, embedder.chip_size) for im, p in points]
+        )
+        for batch in (1, 32, 128):
+            reps = np.resize(np.arange(len(chips)), max(batch * 8, 256))  # enough batches to time
+            embedder.embed(chips[reps[:batch]])  # warm-up for this shape
+            start = time.perf_counter()
+            for i in range(0, len(reps) - batch + 1, batch):
+                embedder.embed(chips[reps[i : i + batch]])
+            done = (len(reps) // batch) * batch
+            rate = done / (time.perf_counter() - start)
+            rows.append((f"{embedder.model_id} embed, batch {batch}", {"faces/s": rate}))
+            print(rows[-1], flush=True)
+    cacd = [rgb(p) for p in sorted((DATA / "identity" / "cacd_vs").glob("*.jpg"))[:128]]
+    for batch in (1, 32, 128):
+        pipeline.detector.detect_batch(cacd[:batch])
+        start = time.perf_counter()
+        for i in range(0, len(cacd), batch):
+            pipeline.detector.detect_batch(cacd[i : i + batch])
+        rows.append(
+            (f"YuNet detect 250x250, batch {batch}", {"images/s": len(cacd) / (time.perf_counter() - start)})
+        )
+        print(rows[-1], flush=True)
+    return table(rows)
+
+
+def write_results(body: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    block = f"{BEGIN}\n{body}\n{END}"
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N photos")
+    parser.add_argument("--classifiers", action="store_true", help="also run age/gender")
+    parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
+    parser.add_argument("--sweep", action="store_true", help="detector long side vs AP and speed")
+    parser.add_argument("--write", action="store_true", help=f"write the results into {RESULTS.name}")
+    args = parser.parse_args()
+
+    paths = bench_photos()
+    images = load_colour(paths[: args.limit] if args.limit else paths)
+    flags = {"classifiers"} if args.classifiers else set()
+    pixels = sum(im.shape[0] * im.shape[1] for im in images) / len(images) / 1e6
+    command = "python " + " ".join(["benchmarks/pipeline.py", *sys.argv[1:]])
+    parts = [
+        "## Pipeline speed (benchmarks/pipeline.py)",
+        "",
+        f"- date: {datetime.date.today().isoformat()}",
+        f"- machine: {machine()}",
+        f"- command: `{command}`",
+        f"- photos: {len(images)} colour photos of ../shared/data, mean {pixels:.2f} MP; flags: {sorted(flags) or 'none'}",
+        "",
+    ]
+    if args.device == "cuda":
+        parts.append(cuda_section(images, flags))
+    else:
+        parts.append(cpu_section(images, args.threads, flags, not args.no_peer))
+    if args.sweep:
+        parts += ["", sweep_section([320, 480, 640, 800, 960, 1280])]
+    body = "\n".join(parts)
+    print("\n" + body)
+    if args.write:
+        write_results(body)
+
+
+if __name__ == "__main__":
+    main()
