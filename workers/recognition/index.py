@@ -93,7 +93,8 @@ class VectorIndex:
             raise ValueError("ids must be unique and non-negative")
         self.remove(ids)
         if self._ann is not None:
-            self._ann.add(ids.astype(np.uint64), vectors, threads=self.threads)
+            # Bulk loads (re-indexing a namespace) use every core; single faces stay on the caller's thread.
+            self._ann.add(ids.astype(np.uint64), vectors, threads=0 if len(ids) >= 1000 else self.threads)
         else:
             self._ids = np.concatenate([self._ids, ids])
             self._vectors = np.concatenate([self._vectors, vectors])
