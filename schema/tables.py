@@ -131,7 +131,11 @@ class Person(Base):
 class Face(Base):
     __tablename__ = "faces"
 
-    uid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uid)
+    # The integer id keys the vector indexes (compact, int64); the uid is the public name.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    uid: Mapped[str] = mapped_column(String(36), unique=True, default=new_uid)
     image_uid: Mapped[str] = mapped_column(ForeignKey("images.uid", ondelete="CASCADE"), index=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)  # order within the image, best score first
@@ -146,7 +150,7 @@ class Face(Base):
     person_id: Mapped[int | None] = mapped_column(
         ForeignKey("persons.id", ondelete="SET NULL"), nullable=True, index=True
     )
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
     image: Mapped[Image] = relationship(back_populates="faces")
     person: Mapped[Person | None] = relationship(lazy="joined")

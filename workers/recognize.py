@@ -12,13 +12,19 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from facequeue.settings import Settings
 from schema.errors import ErrorCode, FacequeueError
 from schema.persons import ALL, namespace_id, parse_person_id
 from schema.tables import Embedding, Face, Namespace, Person
 from workers.recognition import calibration
+from workers.recognition.namespaces import NamespaceIndexes, namespace_indexes
 
 # Embedding models compared by each profile; `accurate` fuses the two distances.
 PROFILE_MODELS = {"fast": ("facenet-keras-2024",), "accurate": ("facenet-keras-2024", "dlib-resnet-v1")}
+PRIMARY_MODEL = (
+    "facenet-keras-2024"  # namespace indexes search this model; other models re-score the candidates
+)
+CANDIDATES_PER_RESULT = 5  # nearest faces fetched per wanted person: persons have several faces each
 FMR_CHOICES = (1e-3, 1e-4, 1e-5)
 
 
@@ -59,48 +65,61 @@ class Targets:
     person_ids: list[str | None]  # person of each face ("name@ns"), or None
     by_person: list[bool]  # whether the face was asked for as part of a person / namespace target
 
+    def extend(self, rows: list, by_person: bool) -> None:
+        for uid, name, namespace in rows:
+            self.face_uids.append(uid)
+            self.person_ids.append(f"{name}@{namespace}" if name is not None else None)
+            self.by_person.append(by_person)
 
-def resolve_targets(session: Session, tenant_id: int, targets: list[str]) -> Targets:
-    """Face uids as themselves; `name@ns` as that person's faces; `all@ns` as every assigned face of ns."""
-    face_targets, person_filters = [], []
+
+def resolve_targets(
+    session: Session,
+    tenant_id: int,
+    targets: list[str],
+    queries: np.ndarray,
+    candidates: int,
+    indexes: NamespaceIndexes,
+) -> Targets:
+    """Face uids as themselves; `name@ns` as that person's faces; `all@ns` as the persons of ns whose faces
+    are among the `candidates` nearest to any query in the namespace's index (every face, when it is small)."""
+    face_targets, person_rows, candidate_ids = [], [], []
     for target in targets:
-        if "@" in target:
-            pid = parse_person_id(target)
-            ns = namespace_id(session, tenant_id, pid.namespace, create=False)
-            if ns is not None:
-                person_filters.append((ns, None if pid.name == ALL else pid.name))
-        else:
+        if "@" not in target:
             face_targets.append(target)
+            continue
+        pid = parse_person_id(target)
+        ns = namespace_id(session, tenant_id, pid.namespace, create=False)
+        if ns is None:
+            continue
+        if pid.name == ALL:
+            index = indexes.get(session, tenant_id, ns, PRIMARY_MODEL)
+            ids, _ = index.search(queries, min(candidates, len(index)) if len(index) else 0)
+            candidate_ids.extend(int(i) for i in np.unique(ids) if i >= 0)
+        else:
+            person_rows.append((ns, pid.name))
     resolved = Targets([], [], [])
+    face_info = (
+        select(Face.uid, Person.name, Namespace.name)
+        .outerjoin(Person, Face.person_id == Person.id)
+        .outerjoin(Namespace, Person.namespace_id == Namespace.id)
+        .where(Face.tenant_id == tenant_id)
+    )
     if face_targets:
-        rows = session.execute(
-            select(Face.uid, Person.name, Namespace.name)
-            .outerjoin(Person, Face.person_id == Person.id)
-            .outerjoin(Namespace, Person.namespace_id == Namespace.id)
-            .where(Face.uid.in_(face_targets), Face.tenant_id == tenant_id)
-        ).all()
+        rows = session.execute(face_info.where(Face.uid.in_(face_targets))).all()
         missing = set(face_targets) - {row[0] for row in rows}
         if missing:
             raise FacequeueError(
                 ErrorCode.INVALID_TARGET, f"unknown target face(s): {', '.join(sorted(missing)[:5])}"
             )
-        for uid, name, ns_name in rows:
-            resolved.face_uids.append(uid)
-            resolved.person_ids.append(f"{name}@{ns_name}" if name is not None else None)
-            resolved.by_person.append(False)
-    for ns, name in person_filters:
-        query = (
-            select(Face.uid, Person.name, Namespace.name)
-            .join(Person, Face.person_id == Person.id)
-            .join(Namespace, Person.namespace_id == Namespace.id)
-            .where(Person.namespace_id == ns, Face.tenant_id == tenant_id)
+        resolved.extend(rows, by_person=False)
+    for ns, name in person_rows:
+        resolved.extend(
+            session.execute(face_info.where(Person.namespace_id == ns, Person.name == name)).all(), True
         )
-        if name is not None:
-            query = query.where(Person.name == name)
-        for uid, person_name, ns_name in session.execute(query):
-            resolved.face_uids.append(uid)
-            resolved.person_ids.append(f"{person_name}@{ns_name}")
-            resolved.by_person.append(True)
+    if candidate_ids:
+        # Stale ids (a face moved since the index was synced) drop out here: Postgres has the last word.
+        rows = session.execute(face_info.where(Face.id.in_(candidate_ids), Person.id.is_not(None))).all()
+        resolved.extend(rows, by_person=True)
     return resolved
 
 
@@ -134,8 +153,9 @@ def distances(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray], pr
     return only
 
 
-def recognize(session: Session, tenant_id: int, request: dict, profile: str, default_fmr: float) -> dict:
-    params = parse_parameters(request.get("parameters"), default_fmr)
+def recognize(session: Session, tenant_id: int, request: dict, settings: Settings) -> dict:
+    profile = settings.embedding_profile
+    params = parse_parameters(request.get("parameters"), settings.default_fmr)
     query_uids: list[str] = request["faces_uuids"]
     owned = set(
         session.execute(
@@ -144,8 +164,17 @@ def recognize(session: Session, tenant_id: int, request: dict, profile: str, def
     )
     if missing := [uid for uid in query_uids if uid not in owned]:
         raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(missing[:5])}")
-    targets = resolve_targets(session, tenant_id, request["targets"])
     models = PROFILE_MODELS[profile]
+    queries = load_vectors(session, query_uids, models)
+    candidates = params.max_results * CANDIDATES_PER_RESULT
+    targets = resolve_targets(
+        session,
+        tenant_id,
+        request["targets"],
+        queries[PRIMARY_MODEL],
+        candidates,
+        namespace_indexes(settings),
+    )
     model_key = profile_key(profile)
     threshold = (
         params.raw_threshold

@@ -249,9 +249,7 @@ def recognize(self, job_uid: str) -> str:  # type: ignore[no-untyped-def]
     error: FacequeueError | None = None
     try:
         with session_scope() as session:
-            result = run_recognition(
-                session, tenant_id, request, settings.embedding_profile, settings.default_fmr
-            )
+            result = run_recognition(session, tenant_id, request, settings)
     except FacequeueError as exc:
         error = exc
     except Exception as exc:

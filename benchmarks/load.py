@@ -1,0 +1,193 @@
+"""Enqueue load benchmark: sustained uploads from concurrent clients against the production setup.
+
+Starts `facequeue api` (uvicorn) on loopback against a fresh Postgres database and a Redis db, then runs
+concurrent clients for a fixed time: each uploads a distinct real JPEG (v1 base64 and v2 multipart,
+alternating) and polls it once. Prints throughput and p50/p99 latency; the peer in the same run is
+`GET /health`, the cheapest request that touches both Postgres and Redis.
+
+    .venv/bin/python benchmarks/load.py --clients 8 --seconds 20 --api-workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = ROOT.parent / "shared" / "data" / "misc" / "face_recognition_ageitgey" / "examples" / "biden.jpg"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def run_clients(base: str, key: str, clients: int, seconds: float, action, rate: float = 0):  # type: ignore[no-untyped-def]
+    """Closed loop (rate 0: each client sends as fast as answered) or open loop at `rate` requests/s in all."""
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(index: int) -> None:
+        nonlocal errors
+        with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as http:
+            n = 0
+            next_send = time.monotonic() + index * (clients / rate if rate else 0) / clients
+            while time.monotonic() < stop:
+                if rate:
+                    time.sleep(max(0.0, next_send - time.monotonic()))
+                    next_send += clients / rate
+                start = time.perf_counter()
+                ok = action(http, index, n)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    latencies.append(elapsed)
+                    errors += not ok
+                n += 1
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors
+
+
+def report(name: str, latencies: list[float], errors: int, seconds: float) -> float:
+    p99 = percentile(latencies, 0.99)
+    print(
+        f"{name:<26} {len(latencies) / seconds:8.1f} req/s   p50 {percentile(latencies, 0.5):6.2f} ms   "
+        f"p99 {p99:6.2f} ms   mean {statistics.mean(latencies) * 1000:6.2f} ms   errors {errors}"
+    )
+    return p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument(
+        "--rate", type=float, default=50, help="offered uploads/s for the sustained-load phase"
+    )
+    parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    args = parser.parse_args()
+
+    db_name = f"facequeue_load_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+    home = tempfile.mkdtemp(prefix="facequeue-load-")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{args.pg}/{db_name}",
+        "BROKER_URL": args.redis,
+        "FACEQUEUE_HOME": home,
+    }
+    facequeue = [sys.executable, "-m", "facequeue.cli"]
+    api = None
+    try:
+        subprocess.run([*facequeue, "migrate"], env=env, check=True, capture_output=True)
+        key = (
+            subprocess.run(
+                [*facequeue, "keys", "create", "load"], env=env, check=True, capture_output=True, text=True
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
+        port = 8790
+        api = subprocess.Popen(
+            [
+                *facequeue,
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(args.api_workers),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        photo = PHOTO.read_bytes()
+        uploaded: list[str] = []
+
+        def upload(http: httpx.Client, index: int, n: int) -> bool:
+            # Distinct bytes per upload (a JPEG ignores trailing bytes), so nothing is deduplicated.
+            data = photo + f"{index}-{n}-{uuid.uuid4()}".encode()
+            if n % 2:
+                response = http.post("/v2/media/file", files={"file": ("p.jpg", data, "image/jpeg")})
+                uid = response.json().get("media_uuid")
+            else:
+                response = http.post(
+                    "/v1/UploadNewImage_File", json={"imagefile_data": base64.b64encode(data).decode()}
+                )
+                uid = response.json().get("img_uid")
+            if uid:
+                uploaded.append(uid)
+            return bool(uid)
+
+        def poll(http: httpx.Client, index: int, n: int) -> bool:
+            uid = uploaded[(index * 7919 + n) % len(uploaded)]
+            return http.get(f"/v2/media/{uid}").status_code == 200
+
+        def health(http: httpx.Client, index: int, n: int) -> bool:
+            return http.get("/health").status_code == 200
+
+        print(
+            f"{args.clients} clients, {args.seconds:.0f} s each phase, api workers {args.api_workers}, "
+            f"image {len(photo)} bytes"
+        )
+        run_clients(base, key, 2, 2, health)  # warm-up
+        peer = report(
+            "peer: GET /health", *run_clients(base, key, args.clients, args.seconds, health), args.seconds
+        )
+        enqueue = report(
+            "enqueue (upload)", *run_clients(base, key, args.clients, args.seconds, upload), args.seconds
+        )
+        report(
+            f"poll at {args.rate:.0f}/s",
+            *run_clients(base, key, args.clients, args.seconds, poll, args.rate),
+            args.seconds,
+        )
+        print(
+            f"enqueue p99 / health p99 = {enqueue / peer:.2f}; target enqueue p99 < 20 ms: "
+            f"{'met' if enqueue < 20 else 'NOT met'}"
+        )
+    finally:
+        if api is not None:
+            api.terminate()
+            api.wait(timeout=20)
+        import redis
+
+        redis.Redis.from_url(args.redis).flushdb()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+
+
+if __name__ == "__main__":
+    main()
