@@ -212,6 +212,7 @@ def main() -> None:
     for model in MODELS:
         impostor = distances[model][~same]
         stats[model] = {"impostor_mean": float(impostor.mean()), "impostor_std": float(impostor.std())}
+    threshold_1e3: dict[str, float] = {}
     distances["accurate"] = fused_distance_from_stats({m: distances[m] for m in MODELS}, stats)
     for key in (*MODELS, "accurate"):
         d = distances[key]
@@ -232,6 +233,7 @@ def main() -> None:
         if key in stats:
             entry.update(stats[key])
         table["models"][key] = entry
+        threshold_1e3[key] = thresholds["0.001"]["threshold"]
         tars = "  ".join(f"TAR@{f}={v:.3f}" for f, v in entry["tar"].items())
         thr = "  ".join(
             f"{f}:{v['threshold']:.4f}{'*' if v['extrapolated'] else ''}"
@@ -240,7 +242,14 @@ def main() -> None:
         print(f"{key:20s} {tars}  rank1(LAG young->old)={entry['rank1_lag']:.3f}")
         print(f"{'':20s} thresholds {thr}  (* = tail fit)  logistic {entry['logistic']}")
     table["fused"] = {"models": list(MODELS), "method": "mean of per-model z-scores (impostor mean/std)"}
-    table["sources"] = {k: {"genuine": g, "impostor": i} for k, (g, i) in counts.items()}
+    # Pairs are concatenated in the order of `counts`: per-source TAR at the FMR 1e-3 threshold.
+    source = np.repeat(list(counts), [g + i for g, i in counts.values()])
+    table["sources"] = {}
+    for name, (g, i) in counts.items():
+        mask = (source == name) & same
+        tars = {k: float(np.mean(distances[k][mask] <= threshold_1e3[k])) for k in threshold_1e3}
+        table["sources"][name] = {"genuine": g, "impostor": i, "tar_at_fmr_1e-3": tars}
+        print(f"  {name:10s} TAR@1e-3 " + "  ".join(f"{k} {v:.3f}" for k, v in tars.items()))
     if not args.no_write:
         TABLE_PATH.write_text(json.dumps(table, indent=1) + "\n")
         print(f"wrote {TABLE_PATH}")
