@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from facequeue.settings import Settings
+
 DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 WIDER = DATA / "detection" / "wider_train_subset"
 MIN_GT_SIDE = 32  # GT faces smaller than this (or marked invalid) are ignored, with detections on them
@@ -18,6 +20,17 @@ MIN_GT_SIDE = 32  # GT faces smaller than this (or marked invalid) are ignored, 
 
 def rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def ensure_int8_facenet(settings: Settings) -> Path:
+    """The int8 FaceNet in the model cache, calibrated on FG-NET photos (used by no verification set)."""
+    from workers.pipeline.analyse import build_int8_facenet, int8_facenet_path
+
+    path = int8_facenet_path(settings)
+    if not path.is_file():
+        calibration = sorted((DATA / "landmarks" / "fgnet" / "images").glob("*.JPG"))[::3]
+        build_int8_facenet(settings, (rgb(p) for p in calibration))
+    return path
 
 
 # ---------------------------------------------------------------- detection

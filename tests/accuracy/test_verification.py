@@ -8,7 +8,7 @@ Sets (identity-labelled photos from ../shared/data, colour, one subject per phot
 The pairs of all four are also pooled. Photos larger than MAX_SIDE are shrunk first, for both systems.
 A photo where a system finds no face gives its pairs that system's lowest score (a failure to enrol).
 
-Scores: fast = cosine of FaceNet embeddings; accurate = mean of the FaceNet and dlib-ResNet cosines;
+Scores: fast = cosine of FaceNet embeddings (fp32, and int8 calibrated on FG-NET photos); accurate = mean of the FaceNet and dlib-ResNet cosines;
 peer = minus the Euclidean distance of dlib descriptors (face_recognition.face_distance).
 """
 
@@ -26,6 +26,7 @@ from tests.accuracy.common import (
     all_pairs,
     cacd_pairs,
     deepface_groups,
+    ensure_int8_facenet,
     face_api_groups,
     lag_groups,
     score_pairs,
@@ -37,7 +38,7 @@ from workers.pipeline.analyse import FacePipeline
 pytestmark = [pytest.mark.models, pytest.mark.peers]
 
 MAX_SIDE = 800
-FACENET, DLIB = "facenet-keras-2024", "dlib-resnet-v1"
+FACENET, FACENET_INT8, DLIB = "facenet-keras-2024", "facenet-keras-2024-int8", "dlib-resnet-v1"
 
 
 def load(path: Path) -> np.ndarray:
@@ -69,10 +70,17 @@ def results(pair_sets: list[PairSet]) -> dict[str, dict[str, dict[str, float]]]:
         }
     )
     ours = FacePipeline.from_settings(settings)
+    int8_settings = settings.model_copy(update={"embedding_profile": "fast", "int8_embeddings": True})
+    ensure_int8_facenet(int8_settings)
+    ours_int8 = FacePipeline.from_settings(int8_settings)
     peer = PeerEncoder()
 
     def embed_ours(path: Path) -> dict[str, np.ndarray] | None:
         faces = ours.analyse(load(path), {"bestface"})
+        return faces[0].embeddings if faces else None
+
+    def embed_int8(path: Path) -> dict[str, np.ndarray] | None:
+        faces = ours_int8.analyse(load(path), {"bestface"})
         return faces[0].embeddings if faces else None
 
     def embed_peer(path: Path) -> np.ndarray | None:
@@ -81,6 +89,7 @@ def results(pair_sets: list[PairSet]) -> dict[str, dict[str, dict[str, float]]]:
     systems = {
         "fast": (embed_ours, lambda a, b: float(a[FACENET] @ b[FACENET])),
         "accurate": (embed_ours, lambda a, b: float(a[FACENET] @ b[FACENET] + a[DLIB] @ b[DLIB]) / 2),
+        "fast int8": (embed_int8, lambda a, b: float(a[FACENET_INT8] @ b[FACENET_INT8])),
         "face_recognition": (embed_peer, lambda a, b: -float(np.linalg.norm(a - b))),
     }
     cache: dict[str, dict[Path, object]] = {}
@@ -113,6 +122,12 @@ def test_fast_profile_beats_face_recognition(results: dict[str, dict[str, dict[s
     assert pooled["fast"]["cv_acc"] >= pooled["face_recognition"]["cv_acc"] + 0.003
     assert pooled["fast"]["tar@far1e-3"] >= pooled["face_recognition"]["tar@far1e-3"]
     assert results["cacd_vs"]["fast"]["cv_acc"] >= results["cacd_vs"]["face_recognition"]["cv_acc"] + 0.003
+
+
+def test_int8_embeddings_keep_the_lead(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    pooled = results["all"]
+    assert pooled["fast int8"]["cv_acc"] >= pooled["fast"]["cv_acc"] - 0.005
+    assert pooled["fast int8"]["cv_acc"] >= pooled["face_recognition"]["cv_acc"]
 
 
 def test_accurate_profile_is_not_worse_than_fast(results: dict[str, dict[str, dict[str, float]]]) -> None:
