@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import workers.recognition.index as index_module  # noqa: E402
 from workers.recognition.index import (  # noqa: E402
-    CONNECTIVITY,
     EXPANSION_ADD,
     EXPANSION_SEARCH,
     VectorIndex,
@@ -99,7 +99,7 @@ class Faiss:
         import faiss
 
         faiss.omp_set_num_threads(os.cpu_count() or 1)
-        self.index = faiss.IndexHNSWFlat(DIM, CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
+        self.index = faiss.IndexHNSWFlat(DIM, index_module.CONNECTIVITY, faiss.METRIC_INNER_PRODUCT)
         self.index.hnsw.efConstruction = EXPANSION_ADD
         self.index.add(vectors)
         self.index.hnsw.efSearch = EXPANSION_SEARCH
@@ -125,7 +125,9 @@ class Hnswlib:
         import hnswlib
 
         self.index = hnswlib.Index(space="ip", dim=DIM)
-        self.index.init_index(max_elements=len(vectors), M=CONNECTIVITY, ef_construction=EXPANSION_ADD)
+        self.index.init_index(
+            max_elements=len(vectors), M=index_module.CONNECTIVITY, ef_construction=EXPANSION_ADD
+        )
         self.index.add_items(vectors, np.arange(len(vectors)), num_threads=os.cpu_count() or 1)
         self.index.set_ef(EXPANSION_SEARCH)
         self.index.set_num_threads(1)
@@ -162,12 +164,17 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--libs", nargs="+", default=["usearch"], choices=sorted(LIBS))
     parser.add_argument("--spectrum", choices=["face", "uniform"], default="face")
+    parser.add_argument("--connectivity", type=int, default=index_module.CONNECTIVITY, help="HNSW M")
+    parser.add_argument("--dtype", default=index_module.ANN_DTYPE, help="usearch storage: f32, f16, i8")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--ef", type=int, nargs="+", default=[EXPANSION_SEARCH], help="search expansions")
     parser.add_argument("--cache", type=Path, default=Path("/work/scratch/search"))
     args = parser.parse_args()
+    index_module.CONNECTIVITY = args.connectivity
+    index_module.ANN_DTYPE = args.dtype
     print(f"spectrum {args.spectrum}, {FACES_PER_ID} faces per identity at cosine {SAME_COS}")
-    print(f"HNSW M={CONNECTIVITY} ef_construction={EXPANSION_ADD} ef_search={EXPANSION_SEARCH}")
+    print(f"usearch dtype {index_module.ANN_DTYPE}")
+    print(f"HNSW M={index_module.CONNECTIVITY} ef_construction={EXPANSION_ADD} ef_search={EXPANSION_SEARCH}")
     for n in args.sizes:
         vectors, centres = clustered(n, args.spectrum)
         rng = np.random.default_rng(1)
@@ -183,7 +190,12 @@ def main() -> None:
             lib = LIBS[name]()
             before = rss()
             start = time.perf_counter()
-            cache = args.cache / f"{name}_{args.spectrum}_{n}" if name == "usearch" else None
+            tag = f"{args.spectrum}_{n}" + (
+                ""
+                if (args.connectivity, args.dtype) == (16, "f16")
+                else f"_M{args.connectivity}_{args.dtype}"
+            )
+            cache = args.cache / f"{name}_{tag}" if name == "usearch" else None
             lib.build(vectors, cache)
             build_s = time.perf_counter() - start
             grown = rss() - before
