@@ -86,7 +86,7 @@ class Usearch:
         return self.index.search(query, 10)[0][0]
 
     def set_ef(self, ef: int) -> None:
-        self.index._ann.expansion_search = ef
+        self.index.expansion = ef
 
     def nbytes(self) -> int:
         return int(self.index._ann.serialized_length)

@@ -25,9 +25,19 @@ DIM = 128
 # HNSW parameters, chosen with benchmarks/search.py (recall@10 >= 0.99 at 1M, see benchmarks/RESULTS.md).
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
-EXPANSION_SEARCH = 256
+EXPANSION_SEARCH = 256  # minimum; larger indexes search wider, see expansion_for()
 ANN_DTYPE = "f16"  # half-precision vectors: half the memory, recall loss below 0.001 on face embeddings
 _FORMAT = 1
+
+
+def expansion_for(n: int) -> int:
+    """HNSW search width for an index of n vectors: recall@10 >= ~0.99 on face-like data needs it to grow
+    with n (benchmarks/search.py: ef 256 gives 0.989 at 100k, ef 1024 0.983 and 2048 0.994 at 1M)."""
+    if n < 200_000:
+        return EXPANSION_SEARCH
+    if n < 2_000_000:
+        return 4 * EXPANSION_SEARCH
+    return 8 * EXPANSION_SEARCH
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -71,6 +81,7 @@ class VectorIndex:
         self._vectors = np.empty((0, DIM), dtype=np.float32)
         self._ann = None  # usearch.index.Index once large
         self._viewed = False
+        self.expansion: int | None = None  # fixed HNSW search width; None = expansion_for(len(self))
 
     @property
     def approximate(self) -> bool:
@@ -125,6 +136,7 @@ class VectorIndex:
         out_dist = np.full((len(queries), k), np.inf, dtype=np.float32)
         if len(queries) == 0 or k == 0 or len(self._ann) == 0:
             return out_ids, out_dist
+        self._ann.expansion_search = max(self.expansion or expansion_for(len(self._ann)), k)
         matches = self._ann.search(queries, k, threads=self.threads)
         # usearch answers one query with `Matches` (keys (k',)) and several with `BatchMatches` (Q, k).
         counts = np.atleast_1d(matches.counts if hasattr(matches, "counts") else len(matches.keys))
@@ -173,7 +185,6 @@ class VectorIndex:
             index._ann = Index.restore(str(path / "index.usearch"), view=view)
             if index._ann is None:
                 raise ValueError(f"cannot read {path / 'index.usearch'}")
-            index._ann.expansion_search = EXPANSION_SEARCH
         else:
             mode = "r" if view else None
             index._ids = np.load(path / "ids.npy", mmap_mode=mode)
