@@ -250,6 +250,7 @@ def main() -> None:
     flags = {"classifiers"} if args.classifiers else set()
     pixels = sum(im.shape[0] * im.shape[1] for im in images) / len(images) / 1e6
     command = "python " + " ".join(["benchmarks/pipeline.py", *sys.argv[1:]])
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     parts = [
         "## Pipeline speed (benchmarks/pipeline.py)",
         "",
@@ -257,6 +258,10 @@ def main() -> None:
         f"- machine: {machine()}",
         f"- command: `{command}`",
         f"- photos: {len(images)} colour photos of ../shared/data, mean {pixels:.2f} MP; flags: {sorted(flags) or 'none'}",
+        f"- load average when started (1, 5, 15 min): {load} (other processes share the cores: multi-thread rows "
+        "understate when it exceeds the free cores)",
+        "- faces: each system counts the faces it finds (YuNet also finds small faces HOG misses); images/s "
+        "compares the same photos end to end, decoding excluded",
         "",
     ]
     if args.device == "cuda":

@@ -108,6 +108,14 @@ class YuNet:
             scale = (size[0] / w + size[1] / h) / 2
         return image, scale
 
+    def input_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        """(height, width) of the network input for an image of this shape: downscaled, padded to 32."""
+        h, w = shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        if scale < 1.0:
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
+        return -(-h // DIVISOR) * DIVISOR, -(-w // DIVISOR) * DIVISOR
+
     def forward(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Raw outputs for a (N, 3, H, W) BGR float32 batch; H and W multiples of 32."""
         outputs = self.session.run(self.output_names, {self.input_name: batch})

@@ -138,51 +138,81 @@ class FacePipeline:
 
     def analyse_detections(self, image: np.ndarray, det: Detections, flags: set[str]) -> list[FaceAnalysis]:
         """Everything after detection, all faces of the image in one batch per network."""
+        return self.analyse_detections_many([image], [det], flags)[0]
+
+    def analyse_many(self, images: list[np.ndarray], flags: Iterable[str] = ()) -> list[list[FaceAnalysis]]:
+        """Several images at once (micro-batching): images of the same detector input size are detected in
+        one batch, and the faces of all images go through each network as one batch."""
+        flags = set(flags)
+        detections: list[Detections | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, image in enumerate(images):
+            groups[self.detector.input_size(image.shape)].append(i)
+        with self._timed("detect"):
+            for members in groups.values():
+                for i, det in zip(
+                    members, self.detector.detect_batch([images[i] for i in members]), strict=True
+                ):
+                    detections[i] = det
+        return self.analyse_detections_many(images, [d for d in detections if d is not None], flags)
+
+    def analyse_detections_many(
+        self, images: list[np.ndarray], detections: list[Detections], flags: set[str]
+    ) -> list[list[FaceAnalysis]]:
         if "bestface" in flags:
-            det = Detections(det.boxes[:1], det.scores[:1], det.landmarks[:1])
-        if len(det) == 0:
-            return []
-        faces = [
-            FaceAnalysis(
-                box=box,
-                score=float(score),
-                landmarks5=points,
-                angle=float(angle),
-                points=basic_points(points),
-            )
-            for box, score, points, angle in zip(
-                det.boxes, det.scores, det.landmarks, eye_angle(det.landmarks), strict=True
-            )
+            detections = [Detections(d.boxes[:1], d.scores[:1], d.landmarks[:1]) for d in detections]
+        per_image = [
+            [
+                FaceAnalysis(
+                    box=box,
+                    score=float(score),
+                    landmarks5=points,
+                    angle=float(angle),
+                    points=basic_points(points),
+                )
+                for box, score, points, angle in zip(
+                    det.boxes, det.scores, det.landmarks, eye_angle(det.landmarks), strict=True
+                )
+            ]
+            for det in detections
         ]
-        for embedder in self.embedders:
+        faces = [face for image_faces in per_image for face in image_faces]
+        if not faces:
+            return per_image
+        with_faces = [(image, det) for image, det in zip(images, detections, strict=True) if len(det)]
+
+        def chips(template: np.ndarray, size: int) -> np.ndarray:
             with self._timed("align"):
-                chips = align(image, det.landmarks, embedder.template, embedder.chip_size)
+                return np.concatenate(
+                    [align(image, det.landmarks, template, size) for image, det in with_faces]
+                )
+
+        for embedder in self.embedders:
+            batch = chips(embedder.template, embedder.chip_size)
             with self._timed(f"embed {embedder.model_id}"):
-                vectors = _l2_normalize(embedder.embed(chips))
+                vectors = _l2_normalize(embedder.embed(batch))
             for face, vector in zip(faces, vectors, strict=True):
                 face.embeddings[embedder.model_id] = vector
         if "classifiers" in flags and self.age_gender is not None:
-            self._classify(image, det, faces)
+            model = self.age_gender
+            age_chips = chips(model.age_template, model.age_size)
+            gender_chips = chips(model.gender_template, model.gender_size)
+            with self._timed("age_gender"):
+                ages, age_conf = model.predict_age(age_chips)
+                genders, gender_conf = model.predict_gender(gender_chips)
+            for face, age, ac, gender, gc in zip(faces, ages, age_conf, genders, gender_conf, strict=True):
+                face.tags.append(Tag("age", str(round(float(age))), round(float(ac), 3)))
+                face.tags.append(Tag("gender", gender, round(float(gc), 3)))
         if flags & {"propoints", "classifiers", "extended"} and self._dense_loader is not None:
             from workers.pipeline.attributes import annotate_faces
 
             if self._dense is None:
                 self._dense = self._dense_loader()
             with self._timed("landmarks_attributes"):
-                annotate_faces(self._dense, image, det.boxes, det.landmarks, faces, flags)
-        return faces
-
-    def _classify(self, image: np.ndarray, det: Detections, faces: list[FaceAnalysis]) -> None:
-        model = self.age_gender
-        with self._timed("align"):
-            age_chips = align(image, det.landmarks, model.age_template, model.age_size)
-            gender_chips = align(image, det.landmarks, model.gender_template, model.gender_size)
-        with self._timed("age_gender"):
-            ages, age_conf = model.predict_age(age_chips)
-            genders, gender_conf = model.predict_gender(gender_chips)
-        for face, age, ac, gender, gc in zip(faces, ages, age_conf, genders, gender_conf, strict=True):
-            face.tags.append(Tag("age", str(round(float(age))), round(float(ac), 3)))
-            face.tags.append(Tag("gender", gender, round(float(gc), 3)))
+                for image, det, image_faces in zip(images, detections, per_image, strict=True):
+                    if image_faces:
+                        annotate_faces(self._dense, image, det.boxes, det.landmarks, image_faces, flags)
+        return per_image
 
 
 _pipelines: dict[str, FacePipeline] = {}
@@ -194,7 +224,7 @@ def get_pipeline(settings: Settings | None = None) -> FacePipeline:
     settings = settings if settings is not None else get_settings()
     key = settings.model_dump_json(
         include={"model_dir", "home", "embedding_profile", "int8_embeddings", "providers", "intra_op_threads"}
-        | {"min_face_size", "detection_threshold"}
+        | {"min_face_size", "detection_threshold", "detection_max_side"}
     )
     with _lock:
         if key not in _pipelines:
