@@ -219,7 +219,8 @@ def cuda_section(images: list[np.ndarray], flags: set[str]) -> str:
             (f"YuNet detect 250x250, batch {batch}", {"images/s": len(cacd) / (time.perf_counter() - start)})
         )
         print(rows[-1], flush=True)
-    return table(rows)
+    in_use = pipeline.embedders[0].session.get_providers()  # type: ignore[attr-defined]
+    return f"Sessions ran on: {', '.join(in_use)}\n\n" + table(rows)
 
 
 def write_results(body: str) -> None:
