@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
-from api import recognition, v1, v2
+from api import faces, recognition, v1, v2
 from facequeue.settings import get_settings
 from schema.db import get_engine
 from schema.errors import ErrorCode, FacequeueError
@@ -78,6 +78,7 @@ def create_app() -> FastAPI:
         app.include_router(router)
     app.include_router(v2.router)
     app.include_router(recognition.router)
+    app.include_router(faces.router)
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
 

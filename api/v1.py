@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
-from api import recognition
+from api import faces, recognition
 from api.deps import authenticate, db
 from api.uploads import create_image_job, decode_base64, get_image, get_image_by_checksum
 from facequeue.settings import get_settings
@@ -104,5 +104,6 @@ def make_routers() -> list[APIRouter]:
         router = APIRouter(prefix=prefix, tags=["v1 (Betaface)"], include_in_schema=prefix == "/v1")
         register(router)
         recognition.register_v1(router)
+        faces.register_v1(router)
         routers.append(router)
     return routers

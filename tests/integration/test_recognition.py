@@ -183,3 +183,37 @@ def test_v1_recognize_and_upload_with_targets(client, api_key, enrolled):  # typ
         time.sleep(0.2)
         result = client.get(f"/v2/recognize/{media['recognize_uuid']}", headers={"X-API-Key": api_key}).json()
     assert result["results"][0]["matches"][0]["person_id"] == "penny@tv"
+
+
+def test_face_images_and_average(client, api_key, other_key, enrolled):  # type: ignore[no-untyped-def]
+    import io
+
+    from PIL import Image
+
+    headers = {"X-API-Key": api_key}
+    crop = client.get(f"/v2/face/{enrolled['amy']}/image", headers=headers)
+    assert crop.status_code == 200 and crop.headers["content-type"] == "image/jpeg"
+    assert min(Image.open(io.BytesIO(crop.content)).size) > 20
+    aligned = client.get(
+        f"/v2/face/{enrolled['amy']}/image", params={"aligned": "true", "size": 112}, headers=headers
+    )
+    assert Image.open(io.BytesIO(aligned.content)).size == (112, 112)
+    assert (
+        client.get(f"/v2/face/{enrolled['amy']}/image", headers={"X-API-Key": other_key}).status_code == 404
+    )
+    v1 = client.post("/v1/GetFaceImage", json={"api_key": api_key, "face_uid": enrolled["amy"]}).json()
+    assert Image.open(io.BytesIO(base64.b64decode(v1["face_image"]))).format == "JPEG"
+    sheldon = client.get("/v2/person", params={"person_id": "sheldon@tv"}, headers=headers).json()["persons"][
+        0
+    ]
+    average = client.post(
+        "/v2/transform/average", json={"faces_uuids": sheldon["faces_uuids"]}, headers=headers
+    )
+    assert average.status_code == 200
+    pixels = Image.open(io.BytesIO(average.content))
+    assert pixels.size == (256, 256)
+    # The average of aligned faces is a face-like blob: the centre is not the background of the corners.
+    import numpy as np
+
+    grey = np.asarray(pixels.convert("L"), dtype=float)
+    assert grey[96:160, 96:160].std() > 5
