@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workers.recognition.index import VectorIndex, exact_search
+from workers.recognition.index import VectorIndex, exact_search, expansion_for
 
 
 def clustered(n: int, seed: int = 0, per_id: int = 5, same_cos: float = 0.7) -> np.ndarray:
@@ -119,3 +119,9 @@ def test_save_load_round_trip(tmp_path: Path, ann_min_size: int) -> None:
     viewed.remove(ids[:10])
     assert len(viewed) == 1990
     assert len(VectorIndex.load(tmp_path / "ns", ann_min_size=ann_min_size)) == 2000
+
+
+def test_search_width_grows_with_size() -> None:
+    sizes = [1_000, 100_000, 1_000_000, 10_000_000]
+    widths = [expansion_for(n) for n in sizes]
+    assert widths == sorted(widths) and widths[0] >= 128 and widths[2] > widths[1]
