@@ -80,6 +80,7 @@ class FacePipeline:
         embedders: list[Embedder],
         age_gender_loader: Callable[[], Any] | None = None,
         dense_loader: Callable[[], Any] | None = None,
+        liveness_loader: Callable[[], Any] | None = None,
     ) -> None:
         self.detector = detector
         self.embedders = embedders
@@ -87,6 +88,8 @@ class FacePipeline:
         self._dense_loader = dense_loader  # mesh + iris + emotion, loaded on first use
         self._dense: Any = None
         self._age_gender: Any = None
+        self._liveness_loader = liveness_loader  # MiniFASNet pair, loaded on first `liveness` flag
+        self._liveness: Any = None
         self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
 
     @classmethod
@@ -115,7 +118,14 @@ class FacePipeline:
 
         from workers.pipeline.attributes import load_dense_models
 
-        return cls(detector, embedders, age_gender, lambda: load_dense_models(settings, factory))
+        def liveness() -> Any:
+            from workers.models.liveness import PassiveLiveness
+
+            return PassiveLiveness.from_files(
+                model_path("minifasnet_v2", settings), model_path("minifasnet_v1se", settings), factory
+            )
+
+        return cls(detector, embedders, age_gender, lambda: load_dense_models(settings, factory), liveness)
 
     @property
     def age_gender(self) -> Any:
@@ -129,18 +139,25 @@ class FacePipeline:
         yield
         self.timings[stage] += time.perf_counter() - start
 
-    def analyse(self, image: np.ndarray, flags: Iterable[str] = ()) -> list[FaceAnalysis]:
-        """Faces of one RGB uint8 (H, W, 3) image, best detection score first."""
+    def analyse(
+        self, image: np.ndarray, flags: Iterable[str] = (), options: dict | None = None
+    ) -> list[FaceAnalysis]:
+        """Faces of one RGB uint8 (H, W, 3) image, best detection score first.
+
+        options: upload options; `landmark_set` ("betaface" default, "facepp106", "azure27") names the
+        dense point set (`workers.pipeline.landmark_sets`)."""
         flags = set(flags)
         with self._timed("detect"):
             detections = self.detector.detect(image)
-        return self.analyse_detections(image, detections, flags)
+        return self.analyse_detections_many([image], [detections], flags, options)[0]
 
     def analyse_detections(self, image: np.ndarray, det: Detections, flags: set[str]) -> list[FaceAnalysis]:
         """Everything after detection, all faces of the image in one batch per network."""
         return self.analyse_detections_many([image], [det], flags)[0]
 
-    def analyse_many(self, images: list[np.ndarray], flags: Iterable[str] = ()) -> list[list[FaceAnalysis]]:
+    def analyse_many(
+        self, images: list[np.ndarray], flags: Iterable[str] = (), options: dict | None = None
+    ) -> list[list[FaceAnalysis]]:
         """Several images at once (micro-batching): images of the same detector input size are detected in
         one batch, and the faces of all images go through each network as one batch."""
         flags = set(flags)
@@ -154,10 +171,14 @@ class FacePipeline:
                     members, self.detector.detect_batch([images[i] for i in members]), strict=True
                 ):
                     detections[i] = det
-        return self.analyse_detections_many(images, [d for d in detections if d is not None], flags)
+        return self.analyse_detections_many(images, [d for d in detections if d is not None], flags, options)
 
     def analyse_detections_many(
-        self, images: list[np.ndarray], detections: list[Detections], flags: set[str]
+        self,
+        images: list[np.ndarray],
+        detections: list[Detections],
+        flags: set[str],
+        options: dict | None = None,
     ) -> list[list[FaceAnalysis]]:
         if "bestface" in flags:
             detections = [Detections(d.boxes[:1], d.scores[:1], d.landmarks[:1]) for d in detections]
@@ -211,7 +232,28 @@ class FacePipeline:
             with self._timed("landmarks_attributes"):
                 for image, det, image_faces in zip(images, detections, per_image, strict=True):
                     if image_faces:
-                        annotate_faces(self._dense, image, det.boxes, det.landmarks, image_faces, flags)
+                        annotate_faces(
+                            self._dense,
+                            image,
+                            det.boxes,
+                            det.landmarks,
+                            image_faces,
+                            flags,
+                            landmark_set=(options or {}).get("landmark_set", "betaface"),
+                        )
+        if "liveness" in flags and self._liveness_loader is not None:
+            if self._liveness is None:
+                self._liveness = self._liveness_loader()
+            with self._timed("liveness"):
+                for image, det, image_faces in zip(images, detections, per_image, strict=True):
+                    if image_faces:
+                        for face, real in zip(
+                            image_faces, self._liveness.predict(image, det.boxes), strict=True
+                        ):
+                            # Threshold 0.5 on the averaged real-class softmax, as upstream and the liveness API.
+                            face.tags.append(
+                                Tag("liveness", "real" if real >= 0.5 else "spoof", round(float(real), 3))
+                            )
         return per_image
 
 

@@ -32,7 +32,7 @@ from PIL import Image
 from facequeue.settings import Settings
 from workers.models.emotion import LABELS, EmotionClassifier, crop_chip
 from workers.pipeline import points as basic
-from workers.pipeline.landmarks import DenseLandmarks, LandmarkModels, betaface_points
+from workers.pipeline.landmarks import DenseLandmarks, LandmarkModels
 from workers.pipeline.types import FaceAnalysis, Tag
 
 MOUTH_OPEN_RATIO = 0.15
@@ -278,18 +278,22 @@ def annotate_faces(
     landmarks5: np.ndarray,
     faces: list[FaceAnalysis],
     flags: set[str],
+    landmark_set: str = "betaface",
 ) -> None:
     """Add dense points (`propoints`), tags (`classifiers`) and colours (`extended`, best face) to faces.
 
     The detector's 5 basic points stay as they are; the dense set adds Betaface's pro points and the
-    basic eye corners. Faces are in detection-score order, so faces[0] is the best face.
+    basic eye corners (`landmark_set` picks another vendor's named set instead, see
+    `workers.pipeline.landmark_sets`). Faces are in detection-score order, so faces[0] is the best face.
     """
     if not faces or not flags & {"propoints", "classifiers", "extended"}:
         return
     dense = models.landmarks.predict(image, boxes, landmarks5)
     if flags & {"propoints", "extended"}:  # Betaface: extended turns pro points on
+        from workers.pipeline.landmark_sets import named_points
+
         for i, face in enumerate(faces):
-            face.points.extend(betaface_points(dense, i))
+            face.points.extend(named_points(dense, i, landmark_set))
     if "classifiers" in flags:
         for face, tags in zip(faces, face_tags(image, boxes, dense, models.emotion), strict=True):
             face.tags.extend(tags)
