@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from facequeue.settings import Settings
 from schema.blobs import put_blob
 from schema.errors import ErrorCode, FacequeueError
-from schema.flags import normalise_flags
+from schema.flags import LANDMARK_SETS, normalise_flags
 from schema.images import sniff
 from schema.persons import parse_person_id
 from schema.tables import Image, Tenant
@@ -71,6 +71,10 @@ def create_image_job(
     options = {k: v for k, v in (options or {}).items() if v not in (None, "", [])}
     if options.get("callback_url"):
         validate_url(options["callback_url"], settings)
+    if options.get("landmark_set") and options["landmark_set"] not in LANDMARK_SETS:
+        raise FacequeueError(
+            ErrorCode.INVALID_REQUEST, f"landmark_set must be one of {', '.join(LANDMARK_SETS)}"
+        )
     if options.get("set_person_id"):
         parse_person_id(options["set_person_id"])
     for target in options.get("recognize_targets") or []:

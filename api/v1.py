@@ -28,9 +28,13 @@ class UploadOptions(V1Request):
     set_person_id: str | None = None  # enrol the faces found under this person
     recognize_targets: list[str] | None = None  # identify the faces found against these targets
     recognize_parameters: str | None = None
+    landmark_set: str | None = None  # betaface (default), facepp106, azure27
+    quality_checks: bool = False  # add the liveness API's quality error codes to the result
 
     def options(self) -> dict:
         return {
+            "landmark_set": self.landmark_set,
+            "quality_checks": self.quality_checks or None,
             "callback_url": self.callback_url,
             "set_person_id": self.set_person_id,
             "recognize_targets": self.recognize_targets,

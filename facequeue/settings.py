@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     max_attempts: int = 5
     callback_max_attempts: int = 6
 
+    # quality_checks thresholds, overriding workers.pipeline.quality_checks.QualityThresholds defaults,
+    # e.g. FACEQUEUE_QUALITY_THRESHOLDS='{"min_face_px": 100, "max_yaw": 20}'.
+    quality_thresholds: dict[str, float] = Field(default_factory=dict)
+
     # Recognition.
     default_fmr: float = 1e-3
     ann_min_size: int = 20_000  # namespaces larger than this are searched with the ANN index

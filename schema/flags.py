@@ -4,6 +4,8 @@ from __future__ import annotations
 
 KNOWN_FLAGS = ("bestface", "propoints", "classifiers", "extended", "liveness")
 DEFAULT_FLAGS = frozenset({"propoints", "classifiers"})
+# Named point sets a client may ask for with the upload option `landmark_set`.
+LANDMARK_SETS = ("betaface", "facepp106", "azure27")
 
 
 def parse_flags(raw: str | None) -> frozenset[str]:

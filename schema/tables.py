@@ -94,6 +94,7 @@ class Image(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
     timings: Mapped[dict] = mapped_column(JSON, default=dict)  # stage -> seconds
+    quality_checks: Mapped[list | None] = mapped_column(JSON, nullable=True)  # error codes, when asked for
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)

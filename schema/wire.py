@@ -75,6 +75,7 @@ def media_v2(image: Image, embeddings: bool = False) -> dict[str, Any]:
         "detection_flags": image.detection_flags,
         "faces": faces,
         "recognize_uuid": recognize_uid_for(image.uid) if image.options.get("recognize_targets") else None,
+        "quality_checks": image.quality_checks,
     }
 
 
@@ -108,4 +109,10 @@ def image_info_v1(image: Image) -> dict[str, Any]:
         }
         for face in image.faces
     ]
-    return {"int_response": 0, "string_response": "ok", **base, "faces": faces}
+    return {
+        "int_response": 0,
+        "string_response": "ok",
+        **base,
+        "faces": faces,
+        "quality_checks": image.quality_checks,
+    }

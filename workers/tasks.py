@@ -28,10 +28,20 @@ from workers.pipeline.types import FaceAnalysis
 log = logging.getLogger(__name__)
 
 
-def analyse(rgb: np.ndarray, flags: frozenset[str], settings: Settings) -> list[FaceAnalysis]:
+def analyse(rgb: np.ndarray, flags: frozenset[str], options: dict, settings: Settings) -> list[FaceAnalysis]:
     from workers.pipeline.analyse import get_pipeline
 
-    return get_pipeline(settings).analyse(rgb, set(flags))
+    if options.get("quality_checks"):
+        flags = flags | {"classifiers"}  # the pose checks need yaw and pitch
+    return get_pipeline(settings).analyse(
+        rgb, set(flags), options={"landmark_set": options.get("landmark_set") or "betaface"}
+    )
+
+
+def checks_for(rgb: np.ndarray, faces: list[FaceAnalysis], settings: Settings) -> list[str]:
+    from workers.pipeline.quality_checks import QualityThresholds, quality_checks
+
+    return quality_checks(rgb.shape, faces, QualityThresholds(**settings.quality_thresholds))
 
 
 def face_uid(image_uid: str, index: int) -> str:
@@ -97,7 +107,7 @@ def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
         image = jobs.claim(session, Image, image_uid, settings.job_lease_s)
         if image is None:
             return "not claimable"  # done, failed, unknown, or another worker holds a live lease
-        attempt, flags = image.attempts, parse_flags(image.detection_flags)
+        attempt, flags, options = image.attempts, parse_flags(image.detection_flags), image.options
         if attempt > settings.max_attempts:
             jobs.finish(image, ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
             if image.options.get("callback_url"):
@@ -116,8 +126,9 @@ def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
         if settings.debug_task_delay_s:
             time.sleep(settings.debug_task_delay_s)
         start = time.perf_counter()
-        faces = analyse(decoded.rgb, flags, settings)
+        faces = analyse(decoded.rgb, flags, options, settings)
         timings["analyse"] = time.perf_counter() - start
+        checks = checks_for(decoded.rgb, faces, settings) if options.get("quality_checks") else None
     except FacequeueError as exc:
         error = exc
     except Exception as exc:
@@ -139,6 +150,7 @@ def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
             image.format, image.width, image.height = decoded.format, decoded.width, decoded.height
             image.size = len(data)
             image.timings = {k: round(v, 4) for k, v in timings.items()}
+            image.quality_checks = checks
             jobs.finish(image)
             session.flush()
             follow_up = _apply_upload_options(session, image)

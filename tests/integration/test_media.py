@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.integration.conftest import wait_for
-from tests.integration.helpers import FACE_PHOTO, LocalServer, tiny_png
+from tests.integration.helpers import FACE_PHOTO, SHARED, LocalServer, tiny_png
 
 
 def b64(data: bytes) -> str:
@@ -293,3 +293,40 @@ def test_failing_callback_is_recorded_and_job_still_done(client, api_key, worker
                 break
         assert time.monotonic() < deadline, "callback was not retried"
         time.sleep(0.3)
+
+
+def test_analysis_options(client, api_key, worker):  # type: ignore[no-untyped-def]
+    """Dense points in another named set, the liveness tag and the liveness API's quality checks."""
+    headers = {"X-API-Key": api_key}
+    group = SHARED / "data" / "misc" / "insightface_samples" / "python-package_images" / "t1.jpg"
+    body = {
+        "file_base64": b64(group.read_bytes()),
+        "detection_flags": "propoints,liveness",
+        "landmark_set": "azure27",
+        "quality_checks": True,
+    }
+    uid = client.post("/v2/media", json=body, headers=headers).json()["media_uuid"]
+    result = wait_for(client, uid, api_key)
+    assert result["status"] == "done" and len(result["faces"]) == 6
+    assert "TOO_MANY_FACES" in result["quality_checks"]
+    face = result["faces"][0]
+    names = {p["name"] for p in face["points"]}
+    assert {"pupilLeft", "pupilRight", "noseTip"} <= names
+    liveness = next(t for t in face["tags"] if t["name"] == "liveness")
+    assert liveness["value"] in ("real", "spoof") and 0 <= liveness["confidence"] <= 1
+
+    single = {
+        "file_base64": b64(FACE_PHOTO.read_bytes()),
+        "quality_checks": True,
+        "detection_flags": "bestface",
+    }
+    checked = wait_for(
+        client, client.post("/v2/media", json=single, headers=headers).json()["media_uuid"], api_key
+    )
+    assert (
+        "TOO_MANY_FACES" not in checked["quality_checks"]
+        and "FACE_NOT_FOUND" not in checked["quality_checks"]
+    )
+
+    bad = client.post("/v2/media", json={**single, "landmark_set": "nope"}, headers=headers)
+    assert bad.status_code == 422

@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from schema.flags import LANDMARK_SETS  # noqa: E402,F401 - the request vocabulary, re-exported
 from workers.pipeline.landmarks import DenseLandmarks, betaface_points
 from workers.pipeline.types import Point
-
-LANDMARK_SETS = ("betaface", "facepp106", "azure27")
 
 # Source of a point: ("mesh", vertex), ("eye", eye index, contour index), ("iris", eye index),
 # ("eye_centre", eye index) = mean of the 16 eye-contour points.
