@@ -46,8 +46,32 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.action == "fetch":
         fetch_all(settings, progress=True)
         return
+    if args.action == "int8":
+        build_int8(settings, args.calibration)
+        return
     for row in list_models(settings):
         print("  ".join(f"{key}={value}" for key, value in row.items()))
+
+
+def build_int8(settings, folder: str | None) -> None:  # type: ignore[no-untyped-def]
+    """Static int8 needs real activations: calibrate on face photos the user names (ours ship none)."""
+    from pathlib import Path
+
+    from workers.pipeline.analyse import build_int8_facenet
+    from workers.pipeline.decode import decode_image
+
+    if not folder:
+        raise SystemExit(
+            "facequeue models int8 needs --calibration DIR (a folder of face photos, ~50 is plenty)"
+        )
+    photos = (
+        decode_image(path.read_bytes(), settings.max_upload_bytes, settings.max_image_pixels).rgb
+        for path in sorted(Path(folder).rglob("*"))
+        if path.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+    )
+    print(
+        f"int8 FaceNet written to {build_int8_facenet(settings, photos)}; set FACEQUEUE_INT8_EMBEDDINGS=true"
+    )
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -138,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     create.set_defaults(func=cmd_keys_create)
 
     models = sub.add_parser("models", help="the model pack")
-    models.add_argument("action", choices=["fetch", "list"])
+    models.add_argument("action", choices=["fetch", "list", "int8"])
+    models.add_argument("--calibration", help="int8: folder of face photos to calibrate the quantisation on")
     models.set_defaults(func=cmd_models)
 
     args = parser.parse_args(argv)

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     intra_op_threads: int = 0  # 0 = onnxruntime decides
     min_face_size: int = 20  # pixels, shorter side of the box
     detection_threshold: float = 0.6
+    detection_max_side: int = 640  # images are downscaled to this long side for detection (AP vs speed)
 
     # Input limits.
     max_upload_bytes: int = 20 * 1024 * 1024

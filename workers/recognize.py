@@ -19,11 +19,7 @@ from schema.tables import Embedding, Face, Namespace, Person
 from workers.recognition import calibration
 from workers.recognition.namespaces import NamespaceIndexes, namespace_indexes
 
-# Embedding models compared by each profile; `accurate` fuses the two distances.
-PROFILE_MODELS = {"fast": ("facenet-keras-2024",), "accurate": ("facenet-keras-2024", "dlib-resnet-v1")}
-PRIMARY_MODEL = (
-    "facenet-keras-2024"  # namespace indexes search this model; other models re-score the candidates
-)
+FACENET, DLIB = "facenet-keras-2024", "dlib-resnet-v1"
 CANDIDATES_PER_RESULT = 5  # nearest faces fetched per wanted person: persons have several faces each
 FMR_CHOICES = (1e-3, 1e-4, 1e-5)
 
@@ -77,11 +73,13 @@ def resolve_targets(
     tenant_id: int,
     targets: list[str],
     queries: np.ndarray,
+    model: str,
     candidates: int,
     indexes: NamespaceIndexes,
 ) -> Targets:
     """Face uids as themselves; `name@ns` as that person's faces; `all@ns` as the persons of ns whose faces
-    are among the `candidates` nearest to any query in the namespace's index (every face, when it is small)."""
+    are among the `candidates` nearest to any query (`model` vectors) in the namespace's index (every face,
+    when it is small)."""
     face_targets, person_rows, candidate_ids = [], [], []
     for target in targets:
         if "@" not in target:
@@ -92,7 +90,7 @@ def resolve_targets(
         if ns is None:
             continue
         if pid.name == ALL:
-            index = indexes.get(session, tenant_id, ns, PRIMARY_MODEL)
+            index = indexes.get(session, tenant_id, ns, model)
             ids, _ = index.search(queries, min(candidates, len(index)) if len(index) else 0)
             candidate_ids.extend(int(i) for i in np.unique(ids) if i >= 0)
         else:
@@ -144,17 +142,30 @@ def load_vectors(session: Session, face_uids: list[str], models: tuple[str, ...]
     return out
 
 
-def distances(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray], profile: str) -> np.ndarray:
-    """Cosine distances (Q, T) of the profile's model, or the calibrated fusion of both models."""
-    per_model = {model: 1.0 - queries[model] @ targets[model].T for model in queries}
-    if profile == "accurate":
+def profile_models(settings: Settings) -> tuple[str, ...]:
+    """The embedding models the profile compares, first the one the namespace indexes search.
+
+    Vectors are compared only within one model id; int8 FaceNet vectors carry their own id.
+    """
+    facenet = FACENET + ("-int8" if settings.int8_embeddings else "")
+    return (facenet, DLIB) if settings.embedding_profile == "accurate" else (facenet,)
+
+
+def calibration_key(models: tuple[str, ...]) -> str:
+    # int8 FaceNet moves embeddings by cosine < 0.002 (tests/unit/test_facenet.py): it shares fp32's table.
+    return "accurate" if len(models) > 1 else models[0].removesuffix("-int8")
+
+
+def distances(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray]) -> np.ndarray:
+    """Cosine distances (Q, T) of the one model, or the calibrated fusion of several."""
+    per_model = {model.removesuffix("-int8"): 1.0 - queries[model] @ targets[model].T for model in queries}
+    if len(per_model) > 1:
         return calibration.fused_distance(per_model)
     (only,) = per_model.values()
     return only
 
 
 def recognize(session: Session, tenant_id: int, request: dict, settings: Settings) -> dict:
-    profile = settings.embedding_profile
     params = parse_parameters(request.get("parameters"), settings.default_fmr)
     query_uids: list[str] = request["faces_uuids"]
     owned = set(
@@ -164,26 +175,25 @@ def recognize(session: Session, tenant_id: int, request: dict, settings: Setting
     )
     if missing := [uid for uid in query_uids if uid not in owned]:
         raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(missing[:5])}")
-    models = PROFILE_MODELS[profile]
+    models = profile_models(settings)
     queries = load_vectors(session, query_uids, models)
     candidates = params.max_results * CANDIDATES_PER_RESULT
     targets = resolve_targets(
         session,
         tenant_id,
         request["targets"],
-        queries[PRIMARY_MODEL],
+        queries[models[0]],
+        models[0],
         candidates,
         namespace_indexes(settings),
     )
-    model_key = profile_key(profile)
+    model_key = calibration_key(models)
     threshold = (
         params.raw_threshold
         if params.raw_threshold is not None
         else calibration.threshold(model_key, params.fmr)
     )
-    dist = distances(
-        load_vectors(session, query_uids, models), load_vectors(session, targets.face_uids, models), profile
-    )
+    dist = distances(queries, load_vectors(session, targets.face_uids, models))
     confidence = calibration.confidence(model_key, dist)
     results = []
     for q, query_uid in enumerate(query_uids):
@@ -206,13 +216,8 @@ def recognize(session: Session, tenant_id: int, request: dict, settings: Setting
             match["distance"] = round(match["distance"], 5)
         results.append({"face_uuid": query_uid, "matches": matches})
     return {
-        "profile": profile,
+        "profile": settings.embedding_profile,
         "fmr": params.fmr if params.raw_threshold is None else None,
         "threshold": round(float(threshold), 5),
         "results": results,
     }
-
-
-def profile_key(profile: str) -> str:
-    """The calibration table's key: a model id, or 'fused' for the accurate profile."""
-    return "fused" if profile == "accurate" else PROFILE_MODELS[profile][0]

@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facequeue.settings import get_settings
+from facequeue.settings import Settings, get_settings
 from tests.accuracy.common import GroundTruth, average_precision, rgb, wider_ground_truth
 from workers.models.fetch import model_path
 from workers.models.runtime import create_session
 from workers.models.yunet import YuNet
-from workers.pipeline.analyse import DETECT_MAX_SIDE
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +45,7 @@ def yunet_detections(
 @pytest.mark.peers
 def test_yunet_beats_dlib_hog(truths: list[GroundTruth]) -> None:
     dlib = pytest.importorskip("dlib")
-    ours, our_time = yunet_detections(truths, DETECT_MAX_SIDE)
+    ours, our_time = yunet_detections(truths, Settings().detection_max_side)
     hog = dlib.get_frontal_face_detector()
     theirs, start = [], time.perf_counter()
     for gt in truths:
@@ -61,7 +60,7 @@ def test_yunet_beats_dlib_hog(truths: list[GroundTruth]) -> None:
     faces = sum(int((~g.ignore).sum()) for g in truths)
     print(
         f"\nWIDER subset, {len(truths)} images, {faces} faces >= 32 px, IoU 0.5\n"
-        f"  YuNet (long side {DETECT_MAX_SIDE}): AP {ap_ours:.3f}  recall {recall_ours:.3f}  {our_time:.1f} s\n"
+        f"  YuNet (long side {Settings().detection_max_side}): AP {ap_ours:.3f}  recall {recall_ours:.3f}  {our_time:.1f} s\n"
         f"  dlib HOG (upsample 1):      AP {ap_hog:.3f}  recall {recall_hog:.3f}  {hog_time:.1f} s"
     )
     assert ap_ours >= ap_hog + 0.15

@@ -33,6 +33,7 @@ os.environ.update(
     FACEQUEUE_JOB_LEASE_S="6",
     FACEQUEUE_REAPER_INTERVAL_S="1",
     FACEQUEUE_REQUEUE_QUEUED_AFTER_S="5",
+    FACEQUEUE_EMBEDDING_PROFILE=os.environ.get("FACEQUEUE_EMBEDDING_PROFILE", "fast"),
     # Test HTTP servers listen on 127.0.0.2; 127.0.0.1 stays forbidden so the refusal is tested too.
     FACEQUEUE_URL_ALLOWED_NETWORKS="127.0.0.2/32",
     FACEQUEUE_URL_TIMEOUT_S="2",

@@ -27,8 +27,6 @@ from workers.pipeline.types import FaceAnalysis, Tag
 
 # Embedders (registry names) per embedding profile.
 PROFILES = {"fast": ("facenet",), "accurate": ("facenet", "dlib_resnet")}
-# Images are downscaled to this long side before detection (see benchmarks/RESULTS.md for AP vs speed).
-DETECT_MAX_SIDE = 640
 
 
 class Embedder(Protocol):
@@ -100,7 +98,7 @@ class FacePipeline:
         detector = YuNet(
             factory(YuNet.dynamic_model_bytes(model_path("yunet", settings))),
             score_threshold=settings.detection_threshold,
-            max_side=getattr(settings, "detection_max_side", DETECT_MAX_SIDE),
+            max_side=settings.detection_max_side,
             min_face_size=settings.min_face_size,
         )
         try:
