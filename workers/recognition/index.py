@@ -23,7 +23,7 @@ import numpy as np
 
 DIM = 128
 # HNSW parameters, chosen with benchmarks/search.py (recall@10 >= 0.99 at 1M, see benchmarks/RESULTS.md).
-CONNECTIVITY = 16
+CONNECTIVITY = 32  # M=16 needs ef 2048 for recall 0.99 at 1M; M=32 reaches 0.996 at ef 1024
 EXPANSION_ADD = 128
 EXPANSION_SEARCH = 256  # minimum; larger indexes search wider, see expansion_for()
 ANN_DTYPE = "f16"  # half-precision vectors: half the memory, recall loss below 0.001 on face embeddings
@@ -32,7 +32,7 @@ _FORMAT = 1
 
 def expansion_for(n: int) -> int:
     """HNSW search width for an index of n vectors: recall@10 >= ~0.99 on face-like data needs it to grow
-    with n (benchmarks/search.py: ef 256 gives 0.989 at 100k, ef 1024 0.983 and 2048 0.994 at 1M)."""
+    with n (benchmarks/search.py, M=16: ef 256 gives 0.989 at 100k; M=32: ef 1024 gives 0.996 at 1M)."""
     if n < 200_000:
         return EXPANSION_SEARCH
     if n < 2_000_000:
