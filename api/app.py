@@ -110,7 +110,9 @@ def create_app() -> FastAPI:
         except Exception as exc:
             status["database"] = f"error: {type(exc).__name__}"
         try:
-            with celery_app.connection_for_write() as connection:
+            with celery_app.pool.acquire(
+                block=True, timeout=2
+            ) as connection:  # pooled: no new socket per call
                 connection.ensure_connection(max_retries=1, timeout=2)
         except Exception as exc:
             status["broker"] = f"error: {type(exc).__name__}"

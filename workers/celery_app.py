@@ -31,7 +31,6 @@ def make_celery() -> Celery:
         # Publishing must not hang an upload: the job row is already committed, the reaper re-sends.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
         worker_send_task_events=True,  # Flower shows tasks live
-        task_send_sent_event=True,
     )
     if app.conf.broker_url.startswith("redis"):
         # An unacknowledged message is redelivered after this long; longer than any task may run.
