@@ -15,6 +15,8 @@ $(BIN)/facequeue: pyproject.toml
 
 $(VENV)/.test-deps: $(BIN)/facequeue
 	$(BIN)/pip install --quiet -e ".[test,peers]"
+	# The peer to beat; its dlib comes from dlib-bin and its model files from our pack (tests/accuracy/peer.py).
+	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
 	touch $@
 
 serve: $(BIN)/facequeue
