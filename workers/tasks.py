@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from schema.tables import Embedding, Face, Image, RecognizeJob
 from workers import jobs
 from workers.celery_app import app, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
-from workers.pipeline.decode import decode_image
+from workers.pipeline.decode import DecodedImage, decode_image
 from workers.pipeline.types import FaceAnalysis
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,7 @@ def _face_rows(image: Image, faces: list[FaceAnalysis]) -> list[Face]:
     return rows
 
 
-def _load_bytes(image_uid: str, settings: Settings) -> tuple[bytes, str | None]:
+def _load_bytes(image_uid: str, settings: Settings) -> bytes:
     """The image bytes; a URL upload is downloaded (once) and stored content-addressed."""
     with session_scope() as session:
         image = session.get(Image, image_uid)
@@ -92,76 +94,110 @@ def _load_bytes(image_uid: str, settings: Settings) -> tuple[bytes, str | None]:
             data = get_blob(session, settings, sha256)
             if data is None:
                 raise FacequeueError(ErrorCode.PROCESSING_FAILED, "the original bytes are no longer stored")
-            return data, None
+            return data
     data = download(url, settings)
     with session_scope() as session:
-        sha256 = put_blob(session, settings, data)
-        session.get(Image, image_uid).sha256 = sha256
-    return data, sha256
+        session.get(Image, image_uid).sha256 = put_blob(session, settings, data)
+    return data
+
+
+def run_job(
+    task: Any, model: type[Image] | type[RecognizeJob], uid: str, work: Callable, store: Callable
+) -> str:
+    """The life of every job: claim it, work outside any transaction, then write the outcome if still ours.
+
+    `work(job, settings)` returns an outcome; a FacequeueError becomes the job's error; anything else is a
+    bug or a passing fault: the job goes back to the queue and the task retries with backoff, until
+    max_attempts turns it into PROCESSING_FAILED. `store(session, job, outcome, error)` writes the result
+    and returns what to do once it is committed (enqueue follow-ups).
+    """
+    settings = get_settings()
+    with session_scope() as session:
+        job = jobs.claim(session, model, uid, settings.job_lease_s)
+        if job is None:
+            return "not claimable"  # done, failed, unknown, or another worker holds a live lease
+    attempt, outcome, error = job.attempts, None, None
+    if attempt > settings.max_attempts:
+        error = FacequeueError(ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
+    else:
+        try:
+            outcome = work(job, settings)
+        except FacequeueError as exc:
+            error = exc
+        except Exception as exc:
+            log.exception("%s %s attempt %d failed", task.name, uid, attempt)
+            with session_scope() as session:
+                jobs.release(session, model, uid, attempt)
+            raise task.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
+    with session_scope() as session:
+        job = jobs.lock_if_current(session, model, uid, attempt)
+        if job is None:
+            return "superseded"  # our lease expired and a newer attempt owns the job
+        after_commit = store(session, job, outcome, error)
+        status = job.status
+    for action in after_commit:
+        action()
+    return status
+
+
+@dataclass
+class ImageOutcome:
+    size: int
+    decoded: DecodedImage
+    faces: list[FaceAnalysis]
+    checks: list[str] | None
+    timings: dict[str, float]
+
+
+def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    data = _load_bytes(image.uid, settings)
+    timings["load"] = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded = decode_image(data, settings.max_upload_bytes, settings.max_image_pixels)
+    timings["decode"] = time.perf_counter() - start
+    if settings.debug_task_delay_s:
+        time.sleep(settings.debug_task_delay_s)
+    start = time.perf_counter()
+    faces = analyse(decoded.rgb, parse_flags(image.detection_flags), image.options, settings)
+    timings["analyse"] = time.perf_counter() - start
+    checks = checks_for(decoded.rgb, faces, settings) if image.options.get("quality_checks") else None
+    return ImageOutcome(len(data), decoded, faces, checks, timings)
+
+
+def store_image(
+    session: Any, image: Image, outcome: ImageOutcome | None, error: FacequeueError | None
+) -> list[Callable[[], None]]:
+    after_commit = []
+    if error is not None:
+        jobs.finish(image, error.code, error.message)
+    else:
+        session.execute(delete(Face).where(Face.image_uid == image.uid))
+        session.add_all(_face_rows(image, outcome.faces))
+        image.format, image.width, image.height = (
+            outcome.decoded.format,
+            outcome.decoded.width,
+            outcome.decoded.height,
+        )
+        image.size = outcome.size
+        image.timings = {k: round(v, 4) for k, v in outcome.timings.items()}
+        image.quality_checks = outcome.checks
+        jobs.finish(image)
+        session.flush()
+        if follow_up := _apply_upload_options(session, image):
+            after_commit.append(lambda: enqueue_recognize(follow_up))
+    settings = get_settings()
+    if not settings.keep_originals and image.sha256 and not _still_needed(session, image):
+        drop_blob(session, settings, image.sha256)
+    if image.options.get("callback_url"):
+        after_commit.append(lambda: enqueue_callback(image.uid))
+    return after_commit
 
 
 @app.task(name="facequeue.process_image", bind=True, max_retries=None)
 def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
-    settings = get_settings()
-    with session_scope() as session:
-        image = jobs.claim(session, Image, image_uid, settings.job_lease_s)
-        if image is None:
-            return "not claimable"  # done, failed, unknown, or another worker holds a live lease
-        attempt, flags, options = image.attempts, parse_flags(image.detection_flags), image.options
-        if attempt > settings.max_attempts:
-            jobs.finish(image, ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
-            if image.options.get("callback_url"):
-                enqueue_callback(image_uid)
-            return "failed"
-
-    timings: dict[str, float] = {}
-    error: FacequeueError | None = None
-    try:
-        start = time.perf_counter()
-        data, _ = _load_bytes(image_uid, settings)
-        timings["load"] = time.perf_counter() - start
-        start = time.perf_counter()
-        decoded = decode_image(data, settings.max_upload_bytes, settings.max_image_pixels)
-        timings["decode"] = time.perf_counter() - start
-        if settings.debug_task_delay_s:
-            time.sleep(settings.debug_task_delay_s)
-        start = time.perf_counter()
-        faces = analyse(decoded.rgb, flags, options, settings)
-        timings["analyse"] = time.perf_counter() - start
-        checks = checks_for(decoded.rgb, faces, settings) if options.get("quality_checks") else None
-    except FacequeueError as exc:
-        error = exc
-    except Exception as exc:
-        log.exception("process_image %s attempt %d failed", image_uid, attempt)
-        with session_scope() as session:
-            jobs.release(session, Image, image_uid, attempt)
-        raise self.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
-
-    with session_scope() as session:
-        image = jobs.lock_if_current(session, Image, image_uid, attempt)
-        if image is None:
-            return "superseded"  # our lease expired and a newer attempt owns the job
-        follow_up = None
-        if error is not None:
-            jobs.finish(image, error.code, error.message)
-        else:
-            session.execute(delete(Face).where(Face.image_uid == image_uid))
-            session.add_all(_face_rows(image, faces or []))
-            image.format, image.width, image.height = decoded.format, decoded.width, decoded.height
-            image.size = len(data)
-            image.timings = {k: round(v, 4) for k, v in timings.items()}
-            image.quality_checks = checks
-            jobs.finish(image)
-            session.flush()
-            follow_up = _apply_upload_options(session, image)
-        if not settings.keep_originals and image.sha256 and not _still_needed(session, image):
-            drop_blob(session, settings, image.sha256)
-        wants_callback = bool(image.options.get("callback_url"))
-    if wants_callback:
-        enqueue_callback(image_uid)
-    if error is None and follow_up:
-        enqueue_recognize(follow_up)
-    return image.status
+    return run_job(self, Image, image_uid, analyse_image, store_image)
 
 
 def _apply_upload_options(session: Any, image: Image) -> str | None:
@@ -248,31 +284,13 @@ def _start_reaper(**_: Any) -> None:
 def recognize(self, job_uid: str) -> str:  # type: ignore[no-untyped-def]
     from workers.recognize import recognize as run_recognition
 
-    settings = get_settings()
-    with session_scope() as session:
-        job = jobs.claim(session, RecognizeJob, job_uid, settings.job_lease_s)
-        if job is None:
-            return "not claimable"
-        attempt, tenant_id, request = job.attempts, job.tenant_id, job.request
-        if attempt > settings.max_attempts:
-            jobs.finish(job, ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
-            return "failed"
-    result: dict | None = None
-    error: FacequeueError | None = None
-    try:
+    def work(job: RecognizeJob, settings: Settings) -> dict:
         with session_scope() as session:
-            result = run_recognition(session, tenant_id, request, settings)
-    except FacequeueError as exc:
-        error = exc
-    except Exception as exc:
-        log.exception("recognize %s attempt %d failed", job_uid, attempt)
-        with session_scope() as session:
-            jobs.release(session, RecognizeJob, job_uid, attempt)
-        raise self.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
-    with session_scope() as session:
-        job = jobs.lock_if_current(session, RecognizeJob, job_uid, attempt)
-        if job is None:
-            return "superseded"
+            return run_recognition(session, job.tenant_id, job.request, settings)
+
+    def store(session: Any, job: RecognizeJob, result: dict | None, error: FacequeueError | None) -> list:
         job.result = result
         jobs.finish(job, error.code if error else None, error.message if error else None)
-        return job.status
+        return []
+
+    return run_job(self, RecognizeJob, job_uid, work, store)

@@ -46,6 +46,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
+from facequeue.cli import worker_command  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -73,24 +74,10 @@ class Worker:
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self.log = HOME / f"worker-{uuid.uuid4().hex[:6]}.log"
         HOME.mkdir(parents=True, exist_ok=True)
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.celery_app",
-            "worker",
-            "-Q",
-            "images,recognize,callbacks",
-            "--pool",
-            "prefork",
-            "--concurrency",
-            "1",
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"it-{uuid.uuid4().hex[:6]}@%h",
-        ]
+        # The production worker command (facequeue worker), one prefork child, a unique node name.
+        command = worker_command(
+            ["--pool", "prefork", "--concurrency", "1", "-n", f"it-{uuid.uuid4().hex[:6]}@%h"]
+        )
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
