@@ -1,5 +1,7 @@
 """Face attribute tags (`classifiers`) and colour tags (`extended`), each from a model or a measurement.
 
+The `extended` geometric tags (eyes distance, mouth width, ...) are in `workers.pipeline.measurements`.
+
 Tags (values are strings, as Betaface's; confidence 1.0 where the value is a measurement):
 - expression: top class of the fer emotion model, its probability as confidence.
 - smile: yes when the emotion model's "happy" probability is >= 0.5; confidence = that probability (yes)
@@ -298,4 +300,7 @@ def annotate_faces(
         for face, tags in zip(faces, face_tags(image, boxes, dense, models.emotion), strict=True):
             face.tags.extend(tags)
     if "extended" in flags:
+        from workers.pipeline.measurements import measurement_tags
+
         faces[0].tags.extend(colour_tags(image, dense, 0))
+        faces[0].tags.extend(measurement_tags(dense.mesh[0], dense.iris[0], dense.eye_contour[0]))
