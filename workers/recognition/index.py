@@ -32,11 +32,11 @@ _FORMAT = 1
 
 def expansion_for(n: int) -> int:
     """HNSW search width for an index of n vectors: recall@10 >= ~0.99 on face-like data needs it to grow
-    with n (benchmarks/search.py, M=16: ef 256 gives 0.989 at 100k; M=32: ef 1024 gives 0.996 at 1M)."""
+    with n (benchmarks/search.py, M=16: ef 256 gives 0.989 at 100k; M=32: ef 768 gives 0.993 at 1M)."""
     if n < 200_000:
         return EXPANSION_SEARCH
     if n < 2_000_000:
-        return 4 * EXPANSION_SEARCH
+        return 3 * EXPANSION_SEARCH  # 768: recall@10 0.993, p99 8.8-13 ms at 1M (benchmarks/RESULTS.md)
     return 8 * EXPANSION_SEARCH
 
 
