@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import Field
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
     # Model pack.
     model_dir: Path | None = None  # cache of fetched + converted models; default home/models
     model_mirror: Path | None = None  # local folder searched first (air-gapped installs, tests)
-    embedding_profile: str = "fast"  # fast = FaceNet; accurate = FaceNet + dlib, fused
+    embedding_profile: Literal["fast", "accurate"] = "fast"  # fast = FaceNet; accurate = FaceNet + dlib, fused
     int8_embeddings: bool = False
     providers: str = "CUDAExecutionProvider,CPUExecutionProvider"  # tried in order, missing ones skipped
     # Threads per inference session. 1 measured fastest per core (faces are small batches); scale with
@@ -45,11 +46,9 @@ class Settings(BaseSettings):
     # Fault injection for durability tests: seconds a worker sleeps inside process_image. Never set in production.
     debug_task_delay_s: float = 0.0
 
-    # Storage of original bytes: "db" (default), "dir" (blob_dir), "s3" (s3_* settings).
-    blob_store: str = "db"
+    # Storage of original bytes: "db" (default) or "dir" (blob_dir, a volume shared by api and workers).
+    blob_store: Literal["db", "dir"] = "db"
     blob_dir: Path | None = None
-    s3_bucket: str = ""
-    s3_endpoint_url: str = ""
     keep_originals: bool = True  # False: drop the original bytes once processed
 
     # Job durability.

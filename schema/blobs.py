@@ -40,10 +40,8 @@ def put_blob(session: Session, settings: Settings, data: bytes) -> str:
                 tmp.write(data)
             os.replace(tmp.name, path)
         values = {"sha256": sha256, "size": len(data), "data": None, "store": "dir"}
-    elif settings.blob_store == "db":
-        values = {"sha256": sha256, "size": len(data), "data": data, "store": "db"}
     else:
-        raise ValueError(f"FACEQUEUE_BLOB_STORE={settings.blob_store!r} is not supported (use db or dir)")
+        values = {"sha256": sha256, "size": len(data), "data": data, "store": "db"}
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     # ON CONFLICT DO NOTHING: concurrent uploads of the same bytes must not fail each other.
     session.execute(insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
