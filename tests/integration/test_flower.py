@@ -1,0 +1,64 @@
+"""Operators watch the queues in Flower: it runs against the same broker and shows our tasks."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from tests.integration.conftest import ROOT, wait_for
+from tests.integration.helpers import tiny_png
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_flower_shows_processed_tasks(client, api_key, worker):  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {**os.environ, "FLOWER_UNAUTHENTICATED_API": "true"}
+    flower = subprocess.Popen(
+        [sys.executable, "-m", "facequeue.cli", "flower", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/api/workers", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Flower did not start"
+            time.sleep(0.5)
+        data = tiny_png() + b"flower"
+        body = {"file_base64": base64.b64encode(data).decode()}
+        uid = client.post("/v2/media", json=body, headers={"X-API-Key": api_key}).json()["media_uuid"]
+        assert wait_for(client, uid, api_key)["status"] == "done"
+        deadline = time.monotonic() + 30
+        while True:
+            tasks = httpx.get(f"{base}/api/tasks", timeout=5).json()
+            seen = [
+                t
+                for t in tasks.values()
+                if t.get("name") == "facequeue.process_image" and uid in str(t.get("args"))
+            ]
+            if seen:
+                assert seen[0]["state"] == "SUCCESS"
+                break
+            assert time.monotonic() < deadline, f"Flower never showed the task: {list(tasks.values())[:3]}"
+            time.sleep(0.5)
+    finally:
+        flower.terminate()
+        flower.wait(timeout=20)
