@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from workers.models.runtime import create_session
 from workers.pipeline.align import dlib_template
 
 MEANS = np.array([122.781998, 117.000999, 104.297997], np.float32)
@@ -45,11 +46,8 @@ class AgeGender:
         gender_path: str | Path,
         session_factory: Callable[[Path], ort.InferenceSession] | None = None,
     ) -> AgeGender:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(session_factory(Path(age_path)), session_factory(Path(gender_path)))
+        factory = session_factory if session_factory is not None else create_session
+        return cls(factory(Path(age_path)), factory(Path(gender_path)))
 
     def age_probabilities(self, chips: np.ndarray) -> np.ndarray:
         """(N, 64, 64, 3) uint8 RGB chips -> (N, 81) class probabilities."""

@@ -12,14 +12,13 @@ distances there are on a different scale, so thresholds must be calibrated for t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 
+from workers.models.runtime import OnnxModel, check_chips
 
-class DlibResNetEmbedder:
+
+class DlibResNetEmbedder(OnnxModel):
     model_id = "dlib-resnet-v1"
     chip_size = 150
     dim = 128
@@ -38,31 +37,14 @@ class DlibResNetEmbedder:
     )
 
     def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-        inp = session.get_inputs()[0]
-        if list(inp.shape[1:]) != [3, self.chip_size, self.chip_size]:
-            raise ValueError(f"not a dlib ResNet descriptor graph: input shape {inp.shape}")
-        self.input_name = inp.name
-        self.output_name = session.get_outputs()[0].name
-
-    @classmethod
-    def from_file(
-        cls, path: str | Path, session_factory: Callable[[Path], ort.InferenceSession] | None = None
-    ) -> DlibResNetEmbedder:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(session_factory(Path(path)))
+        super().__init__(session)
+        shape = session.get_inputs()[0].shape
+        if list(shape[1:]) != [3, self.chip_size, self.chip_size]:
+            raise ValueError(f"not a dlib ResNet descriptor graph: input shape {shape}")
 
     def embed(self, chips: np.ndarray) -> np.ndarray:
         """(N, 150, 150, 3) uint8 RGB chips → (N, 128) float32 raw dlib descriptors."""
-        chips = np.asarray(chips)
-        size = self.chip_size
-        if chips.ndim != 4 or chips.shape[1:] != (size, size, 3) or chips.dtype != np.uint8:
-            raise ValueError(
-                f"expected (N, {size}, {size}, 3) uint8 RGB chips, got {chips.shape} {chips.dtype}"
-            )
+        chips = check_chips(chips, self.chip_size)
         if len(chips) == 0:
             return np.zeros((0, self.dim), np.float32)
         # The graph itself subtracts dlib's mean colour and divides by 256.

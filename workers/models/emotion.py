@@ -9,51 +9,31 @@ bottom rows).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
+
+from workers.models.runtime import OnnxModel, check_chips
 
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # fer's class order
 _PADDING = 40  # fer pads the whole grey image by this much before cropping
 _OFFSET = 10  # and widens each square box by this much on every side
 
 
-class EmotionClassifier:
+class EmotionClassifier(OnnxModel):
     model_id = "fer-mini-xception"
     chip_size = 64
     labels = LABELS
 
     def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-        inp = session.get_inputs()[0]
-        if list(inp.shape[1:]) != [1, self.chip_size, self.chip_size]:
-            raise ValueError(f"not the fer emotion graph: input shape {inp.shape}")
-        self.input_name = inp.name
-        self.output_name = session.get_outputs()[0].name
-
-    @classmethod
-    def from_file(
-        cls, path: str | Path, session_factory: Callable[[Path], ort.InferenceSession] | None = None
-    ) -> EmotionClassifier:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(session_factory(Path(path)))
+        super().__init__(session)
+        shape = session.get_inputs()[0].shape
+        if list(shape[1:]) != [1, self.chip_size, self.chip_size]:
+            raise ValueError(f"not the fer emotion graph: input shape {shape}")
 
     def predict(self, chips: np.ndarray) -> np.ndarray:
         """(N, 64, 64) or (N, 64, 64, 1) uint8 grey chips -> (N, 7) float32 probabilities (LABELS order)."""
-        chips = np.asarray(chips)
-        if chips.ndim == 4 and chips.shape[3] == 1:
-            chips = chips[..., 0]
-        size = self.chip_size
-        if chips.ndim != 3 or chips.shape[1:] != (size, size) or chips.dtype != np.uint8:
-            raise ValueError(
-                f"expected (N, {size}, {size}) uint8 grey chips, got {chips.shape} {chips.dtype}"
-            )
+        chips = check_chips(chips, self.chip_size, channels=1)
         if len(chips) == 0:
             return np.zeros((0, len(LABELS)), np.float32)
         x = (chips.astype(np.float32) / 255.0 - 0.5) * 2.0

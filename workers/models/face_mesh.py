@@ -20,12 +20,11 @@ These helpers are shared with `workers.models.iris`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
+
+from workers.models.runtime import OnnxModel
 
 NUM_POINTS = 468
 MESH_ROI_SCALE = 1.5  # MediaPipe: face detection box -> face landmark ROI
@@ -109,27 +108,16 @@ def points_to_image(points: np.ndarray, rois: np.ndarray, out_size: int) -> np.n
     return out
 
 
-class FaceMesh:
+class FaceMesh(OnnxModel):
     """468-point face mesh over batches of 192x192 RGB crops."""
 
     input_size = 192
 
     def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
+        super().__init__(session)
         outputs = [o.name for o in session.get_outputs()]
         if outputs != ["landmarks", "face_flag"]:
             raise ValueError(f"not a face mesh graph: outputs {outputs}")
-
-    @classmethod
-    def from_file(
-        cls, path: str | Path, session_factory: Callable[[Path], ort.InferenceSession] | None = None
-    ) -> FaceMesh:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(session_factory(Path(path)))
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """crops (N, 192, 192, 3) uint8 RGB -> landmarks (N, 468, 3) in crop pixels, face_score (N,) in [0, 1].

@@ -11,12 +11,14 @@ on it reports the model id with an `-int8` suffix, read from the graph's metadat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+from workers.models.runtime import OnnxModel, check_chips
 
 # ArcFace's 112x112 five-point template, in landmarks5 order: subject's right eye (image left), left eye,
 # nose tip, right mouth corner, left mouth corner.
@@ -33,41 +35,24 @@ ARCFACE_TEMPLATE_112 = np.array(
 QUANT_KEY = "facequeue_quantization"  # graph metadata key set by quantize_int8
 
 
-class FaceNetEmbedder:
+class FaceNetEmbedder(OnnxModel):
     base_model_id = "facenet-keras-2024"
     chip_size = 160
     dim = 128
     template = (ARCFACE_TEMPLATE_112 * (160 / 112)).astype(np.float32)
 
     def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-        inp = session.get_inputs()[0]
-        if list(inp.shape[1:]) != [3, self.chip_size, self.chip_size]:
-            raise ValueError(f"not a FaceNet graph: input shape {inp.shape}")
-        self.input_name = inp.name
-        self.output_name = session.get_outputs()[0].name
+        super().__init__(session)
+        shape = session.get_inputs()[0].shape
+        if list(shape[1:]) != [3, self.chip_size, self.chip_size]:
+            raise ValueError(f"not a FaceNet graph: input shape {shape}")
         meta = session.get_modelmeta().custom_metadata_map
         self.quantized = meta.get(QUANT_KEY, "")
         self.model_id = self.base_model_id + (f"-{self.quantized}" if self.quantized else "")
 
-    @classmethod
-    def from_file(
-        cls, path: str | Path, session_factory: Callable[[Path], ort.InferenceSession] | None = None
-    ) -> FaceNetEmbedder:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(session_factory(Path(path)))
-
     def embed_raw(self, chips: np.ndarray) -> np.ndarray:
         """(N, 160, 160, 3) uint8 RGB chips -> (N, 128) float32 raw bottleneck outputs (not normalised)."""
-        chips = np.asarray(chips)
-        size = self.chip_size
-        if chips.ndim != 4 or chips.shape[1:] != (size, size, 3) or chips.dtype != np.uint8:
-            raise ValueError(
-                f"expected (N, {size}, {size}, 3) uint8 RGB chips, got {chips.shape} {chips.dtype}"
-            )
+        chips = check_chips(chips, self.chip_size)
         if len(chips) == 0:
             return np.zeros((0, self.dim), np.float32)
         x = np.ascontiguousarray(prewhiten(chips).transpose(0, 3, 1, 2))

@@ -18,13 +18,11 @@ passed. After un-mirroring, contour point 0 of the subject's left eye is its out
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 import onnxruntime as ort
 
 from workers.models.face_mesh import rois_from_segment
+from workers.models.runtime import OnnxModel
 
 NUM_CONTOUR = 71
 NUM_IRIS = 5
@@ -45,27 +43,16 @@ def eye_rois(mesh: np.ndarray, scale: float = EYE_ROI_SCALE) -> np.ndarray:
     return np.stack(rois, axis=1)
 
 
-class IrisLandmarks:
+class IrisLandmarks(OnnxModel):
     """Eye contour + iris points over batches of 64x64 RGB eye crops."""
 
     input_size = 64
 
     def __init__(self, session: ort.InferenceSession) -> None:
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
+        super().__init__(session)
         outputs = [o.name for o in session.get_outputs()]
         if outputs != ["eye_contour", "iris"]:
             raise ValueError(f"not an iris landmark graph: outputs {outputs}")
-
-    @classmethod
-    def from_file(
-        cls, path: str | Path, session_factory: Callable[[Path], ort.InferenceSession] | None = None
-    ) -> IrisLandmarks:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(session_factory(Path(path)))
 
     def predict(
         self, eye_crops: np.ndarray, mirror: np.ndarray | None = None

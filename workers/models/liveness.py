@@ -22,6 +22,8 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from workers.models.runtime import create_session
+
 INPUT_SIZE = 80
 SCALE_V2 = 2.7
 SCALE_V1SE = 4.0
@@ -117,13 +119,8 @@ class PassiveLiveness:
         v1se_path: str | Path,
         session_factory: Callable[[bytes], ort.InferenceSession] | None = None,
     ) -> PassiveLiveness:
-        if session_factory is None:
-            from workers.models.runtime import create_session
-
-            session_factory = create_session
-        return cls(
-            session_factory(dynamic_model_bytes(v2_path)), session_factory(dynamic_model_bytes(v1se_path))
-        )
+        factory = session_factory if session_factory is not None else create_session
+        return cls(factory(dynamic_model_bytes(v2_path)), factory(dynamic_model_bytes(v1se_path)))
 
     def predict(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """Real-face probability (N,) for face boxes (N, 4: x1, y1, x2, y2) of one RGB uint8 image."""

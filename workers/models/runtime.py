@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
+import numpy as np
 import onnxruntime as ort
 
 from facequeue.settings import Settings, get_settings
@@ -36,3 +39,38 @@ def create_session(
     return ort.InferenceSession(
         source, sess_options=options, providers=providers or available_providers(settings)
     )
+
+
+class OnnxModel:
+    """One ONNX graph behind an onnxruntime session, fed through its first input and read from its first
+    output. Subclasses check that the graph is theirs and add the batched inference method."""
+
+    def __init__(self, session: ort.InferenceSession) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+
+    @classmethod
+    def from_file(
+        cls, path: str | Path, session_factory: Callable[[Path], ort.InferenceSession] | None = None
+    ) -> Self:
+        factory = session_factory if session_factory is not None else create_session
+        return cls(factory(Path(path)))
+
+
+def check_chips(chips: np.ndarray, size: int, channels: int = 3) -> np.ndarray:
+    """`chips` as an (N, size, size, channels) uint8 array, or ValueError; channels 3 is RGB.
+
+    channels=1 is grey: (N, size, size) or (N, size, size, 1) in, (N, size, size) out.
+    """
+    chips = np.asarray(chips)
+    if channels == 1:
+        if chips.ndim == 4 and chips.shape[3] == 1:
+            chips = chips[..., 0]
+        want, kind = (size, size), "grey"
+    else:
+        want, kind = (size, size, channels), "RGB"
+    if chips.ndim != len(want) + 1 or chips.shape[1:] != want or chips.dtype != np.uint8:
+        dims = ", ".join(str(d) for d in want)
+        raise ValueError(f"expected (N, {dims}) uint8 {kind} chips, got {chips.shape} {chips.dtype}")
+    return chips
