@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     # Model pack.
     model_dir: Path | None = None  # cache of fetched + converted models; default home/models
     model_mirror: Path | None = None  # local folder searched first (air-gapped installs, tests)
-    embedding_profile: Literal["fast", "accurate"] = "fast"  # fast = FaceNet; accurate = FaceNet + dlib, fused
+    embedding_profile: Literal["fast", "accurate"] = (
+        "fast"  # fast = FaceNet; accurate = FaceNet + dlib, fused
+    )
     int8_embeddings: bool = False
     providers: str = "CUDAExecutionProvider,CPUExecutionProvider"  # tried in order, missing ones skipped
     # Threads per inference session. 1 measured fastest per core (faces are small batches); scale with
