@@ -53,3 +53,26 @@ def test_worker_killed_mid_task_loses_nothing(client, api_key, workers):  # type
     body = wait_for(client, uid, api_key, timeout=180)
     assert body["status"] == "done"
     assert body["faces"], "the finished job has its faces"
+
+
+def test_retention_drops_originals_once_processed(client, api_key, workers):  # type: ignore[no-untyped-def]
+    from schema.db import get_engine
+    from tests.integration.helpers import tiny_png
+
+    workers.stop_all()
+    dropping = workers.start(FACEQUEUE_KEEP_ORIGINALS="false")
+    try:
+        uid = upload(client, api_key, tiny_png() + b"retention")
+        assert wait_for(client, uid, api_key)["status"] == "done"
+        with get_engine().connect() as connection:
+            store, data = connection.execute(
+                text(
+                    "SELECT b.store, b.data FROM blobs b JOIN images i ON i.sha256 = b.sha256 WHERE i.uid = :u"
+                ),
+                {"u": uid},
+            ).one()
+        assert (store, data) == ("dropped", None), "the bytes are gone, the checksum row stays"
+        info = client.post("/v1/GetImageInfo", json={"api_key": api_key, "img_uid": uid}).json()
+        assert info["int_response"] == 0 and info["checksum"]
+    finally:
+        dropping.stop()
