@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator
 
 from fastapi import Request
@@ -17,6 +18,14 @@ from schema.tables import ApiKey, Tenant
 def db() -> Iterator[Session]:
     with session_scope() as session:
         yield session
+
+
+def is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return True
 
 
 def key_sha256(key: str) -> str:

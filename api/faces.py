@@ -11,14 +11,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import authenticate, db
 from facequeue.settings import get_settings
 from schema.blobs import get_blob
 from schema.errors import ErrorCode, FacequeueError
-from schema.tables import Face, Image, Tenant
+from schema.persons import owned_faces
+from schema.tables import Face, Image
 from workers.pipeline.align import align, umeyama, warp_chips
 from workers.pipeline.decode import decode_image
 from workers.pipeline.points import LANDMARK5_TYPES
@@ -30,18 +30,6 @@ ARCFACE_112 = np.array(
     dtype=np.float32,
 )
 MAX_AVERAGE_FACES = 200
-
-
-def _faces(session: Session, tenant: Tenant, uids: list[str]) -> list[Face]:
-    faces = {
-        f.uid: f
-        for f in session.execute(
-            select(Face).where(Face.uid.in_(uids), Face.tenant_id == tenant.id)
-        ).scalars()
-    }
-    if missing := [uid for uid in uids if uid not in faces]:
-        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(missing[:5])}")
-    return [faces[uid] for uid in uids]
 
 
 def _rgb_of(session: Session, face: Face) -> np.ndarray:
@@ -106,7 +94,7 @@ def get_face_image(
     session: Session = Depends(db),
 ) -> Response:
     tenant = authenticate(session, request)
-    (face,) = _faces(session, tenant, [uid])
+    (face,) = owned_faces(session, tenant.id, [uid])
     return Response(jpeg(face_crop(session, face, aligned, size)), media_type="image/jpeg")
 
 
@@ -119,7 +107,7 @@ class AverageRequest(BaseModel):
 @router.post("/transform/average", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
 def post_average(body: AverageRequest, request: Request, session: Session = Depends(db)) -> Response:
     tenant = authenticate(session, request, body.api_key)
-    faces = _faces(session, tenant, body.faces_uuids)
+    faces = owned_faces(session, tenant.id, body.faces_uuids)
     return Response(jpeg(average_face(session, faces, body.size)), media_type="image/jpeg")
 
 
@@ -138,7 +126,7 @@ def register_v1(v1_router: APIRouter) -> None:
     @v1_router.post("/GetFaceImage")
     def get_face_image_v1(body: FaceImageV1, request: Request, session: Session = Depends(db)) -> dict:
         tenant = authenticate(session, request, body.api_key)
-        (face,) = _faces(session, tenant, [body.face_uid])
+        (face,) = owned_faces(session, tenant.id, [body.face_uid])
         data = jpeg(face_crop(session, face, aligned=False, size=224))
         return {
             "int_response": 0,
@@ -152,5 +140,5 @@ def register_v1(v1_router: APIRouter) -> None:
         tenant = authenticate(session, request, body.api_key)
         if body.action != 0:
             raise FacequeueError(ErrorCode.NOT_AVAILABLE, "only action 0 (average face) is available")
-        data = jpeg(average_face(session, _faces(session, tenant, body.faces_uids), 256))
+        data = jpeg(average_face(session, owned_faces(session, tenant.id, body.faces_uids), 256))
         return {"int_response": 0, "string_response": "ok", "face_image": base64.b64encode(data).decode()}

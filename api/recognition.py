@@ -6,14 +6,13 @@ import contextlib
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import authenticate, db
+from api.deps import authenticate, db, is_uuid
 from facequeue.settings import get_settings
 from schema.errors import ErrorCode, FacequeueError, JobStatus
-from schema.persons import list_persons, parse_person_id, set_person
-from schema.tables import Face, RecognizeJob, Tenant
+from schema.persons import list_persons, owned_faces, parse_person_id, set_person
+from schema.tables import RecognizeJob, Tenant
 from workers.celery_app import enqueue_recognize
 from workers.recognize import parse_parameters
 
@@ -30,12 +29,7 @@ def create_recognize_job(
     for target in targets:
         if "@" in target:
             parse_person_id(target)
-    uids = set(faces) | {t for t in targets if "@" not in t}
-    known = set(
-        session.execute(select(Face.uid).where(Face.uid.in_(uids), Face.tenant_id == tenant.id)).scalars()
-    )
-    if unknown := sorted(uids - known):
-        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(unknown[:5])}")
+    owned_faces(session, tenant.id, sorted(set(faces) | {t for t in targets if "@" not in t}))
     job = RecognizeJob(
         tenant_id=tenant.id, request={"faces_uuids": faces, "targets": targets, "parameters": parameters}
     )
@@ -47,7 +41,7 @@ def create_recognize_job(
 
 
 def get_recognize_job(session: Session, tenant: Tenant, uid: str) -> RecognizeJob:
-    job = session.get(RecognizeJob, uid) if len(uid) == 36 else None
+    job = session.get(RecognizeJob, uid) if is_uuid(uid) else None
     if job is None or job.tenant_id != tenant.id:
         raise FacequeueError(ErrorCode.NOT_FOUND)
     return job

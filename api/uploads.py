@@ -8,12 +8,12 @@ import hashlib
 import ipaddress
 import json
 import logging
-import uuid
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.deps import is_uuid
 from facequeue.settings import Settings
 from schema.blobs import put_blob
 from schema.errors import ErrorCode, FacequeueError
@@ -22,7 +22,7 @@ from schema.images import sniff
 from schema.persons import parse_person_id
 from schema.tables import Image, Tenant
 from workers.celery_app import enqueue_image
-from workers.http import check_url
+from workers.http import check_address, check_url
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def validate_url(url: str | None, settings: Settings) -> str:
         if host.lower() == "localhost" or host.lower().endswith(".localhost"):
             raise FacequeueError(ErrorCode.URL_FORBIDDEN) from None
         return url
-    allowed = [ipaddress.ip_network(n.strip()) for n in settings.url_allowed_networks.split(",") if n.strip()]
-    if not address.is_global and not any(address in net for net in allowed):
-        raise FacequeueError(ErrorCode.URL_FORBIDDEN)
+    check_address(address, host, settings)
     return url
 
 
@@ -125,7 +123,7 @@ def _find_duplicate(session: Session, tenant: Tenant, dedupe_key: str | None) ->
 
 
 def get_image(session: Session, tenant: Tenant, uid: str) -> Image:
-    image = session.get(Image, uid) if _is_uuid(uid) else None
+    image = session.get(Image, uid) if is_uuid(uid) else None
     if image is None or image.tenant_id != tenant.id:  # another tenant's uid is as unknown as a made-up one
         raise FacequeueError(ErrorCode.NOT_FOUND)
     return image
@@ -141,11 +139,3 @@ def get_image_by_checksum(session: Session, tenant: Tenant, sha256: str) -> Imag
     if image is None:
         raise FacequeueError(ErrorCode.NOT_FOUND)
     return image
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except (ValueError, AttributeError, TypeError):
-        return False
-    return True

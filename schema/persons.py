@@ -52,14 +52,22 @@ def namespace_id(session: Session, tenant_id: int, name: str, create: bool) -> i
     ).scalar_one_or_none()
 
 
+def owned_faces(session: Session, tenant_id: int, face_uids: list[str]) -> list[Face]:
+    """The tenant's faces, in the order asked; any unknown uid (or another tenant's) is NOT_FOUND."""
+    faces = {
+        face.uid: face
+        for face in session.execute(
+            select(Face).where(Face.uid.in_(face_uids), Face.tenant_id == tenant_id)
+        ).scalars()
+    }
+    if missing := [uid for uid in face_uids if uid not in faces]:
+        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(missing[:5])}")
+    return [faces[uid] for uid in face_uids]
+
+
 def set_person(session: Session, tenant_id: int, face_uids: list[str], person: str) -> str | None:
     """Assign faces to a person (created if new); an empty person id unassigns. Returns the person id."""
-    faces = session.execute(
-        select(Face.uid).where(Face.uid.in_(face_uids), Face.tenant_id == tenant_id)
-    ).scalars()
-    missing = set(face_uids) - set(faces)
-    if missing:
-        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(sorted(missing)[:5])}")
+    owned_faces(session, tenant_id, face_uids)
     person_row_id = None
     if person.strip():
         pid = parse_person_id(person)

@@ -21,14 +21,17 @@ MAX_REDIRECTS = 5
 USER_AGENT = "facequeue/0.1 (+self-hosted face analysis)"
 
 
-def _allowed_networks(settings: Settings) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(n.strip()) for n in settings.url_allowed_networks.split(",") if n.strip()]
-
-
-def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def check_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str, settings: Settings
+) -> None:
+    """URL_FORBIDDEN unless the address is public or in FACEQUEUE_URL_ALLOWED_NETWORKS."""
+    allowed = [ipaddress.ip_network(n.strip()) for n in settings.url_allowed_networks.split(",") if n.strip()]
+    if any(address in net for net in allowed):
+        return
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
-    return address.is_global and not address.is_multicast
+    if not address.is_global or address.is_multicast:
+        raise FacequeueError(ErrorCode.URL_FORBIDDEN, f"{host} is {address}, which is not public")
 
 
 def check_url(url: str) -> tuple[str, str, int]:
@@ -49,13 +52,9 @@ def resolve_public(host: str, port: int, settings: Settings) -> str:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise FacequeueError(ErrorCode.URL_UNREACHABLE, f"cannot resolve {host}") from exc
-    allowed = _allowed_networks(settings)
     addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     for address in addresses:
-        if not _is_public(address) and not any(address in net for net in allowed):
-            raise FacequeueError(
-                ErrorCode.URL_FORBIDDEN, f"{host} resolves to {address}, which is not public"
-            )
+        check_address(address, host, settings)
     return str(addresses[0])
 
 

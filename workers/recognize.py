@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from facequeue.settings import Settings
 from schema.errors import ErrorCode, FacequeueError
-from schema.persons import ALL, namespace_id, parse_person_id
+from schema.persons import ALL, namespace_id, owned_faces, parse_person_id
 from schema.tables import Embedding, Face, Namespace, Person
 from workers.recognition import calibration
 from workers.recognition.namespaces import NamespaceIndexes, namespace_indexes
@@ -168,13 +168,7 @@ def distances(queries: dict[str, np.ndarray], targets: dict[str, np.ndarray]) ->
 def recognize(session: Session, tenant_id: int, request: dict, settings: Settings) -> dict:
     params = parse_parameters(request.get("parameters"), settings.default_fmr)
     query_uids: list[str] = request["faces_uuids"]
-    owned = set(
-        session.execute(
-            select(Face.uid).where(Face.uid.in_(query_uids), Face.tenant_id == tenant_id)
-        ).scalars()
-    )
-    if missing := [uid for uid in query_uids if uid not in owned]:
-        raise FacequeueError(ErrorCode.NOT_FOUND, f"unknown face uid(s): {', '.join(missing[:5])}")
+    owned_faces(session, tenant_id, query_uids)
     models = profile_models(settings)
     queries = load_vectors(session, query_uids, models)
     candidates = params.max_results * CANDIDATES_PER_RESULT
