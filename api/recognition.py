@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import authenticate, db, is_uuid
 from facequeue.settings import get_settings
+from schema import wire
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.persons import list_persons, owned_faces, parse_person_id, set_person
 from schema.tables import RecognizeJob, Tenant
@@ -85,9 +86,9 @@ def post_recognize(body: RecognizeRequest, request: Request, session: Session = 
 
 def recognize_v2(job: RecognizeJob) -> dict:
     body: dict = {"recognize_uuid": job.uid, "status": job.status, "error": None, "results": []}
-    if job.status == JobStatus.ERROR and job.error_code is not None:
-        code = ErrorCode.from_v1(job.error_code)
-        body["error"] = {"code": code.name, "message": job.error_message or code.message}
+    if job.status == JobStatus.ERROR:
+        code, message = wire.job_error(job)
+        body["error"] = {"code": code.name, "message": message}
     if job.status == JobStatus.DONE and job.result:
         body.update(job.result)
     return body
@@ -142,8 +143,8 @@ def register_v1(v1_router: APIRouter) -> None:
         if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
             return {"int_response": 1, "string_response": "Request is in the queue", "recognize_uid": job.uid}
         if job.status == JobStatus.ERROR:
-            code = ErrorCode.from_v1(job.error_code or ErrorCode.INTERNAL_ERROR.v1)
-            return {"int_response": code.v1, "string_response": job.error_message or code.message}
+            code, message = wire.job_error(job)
+            return {"int_response": code.v1, "string_response": message}
         faces_matches = [
             {
                 "face_uid": result["face_uuid"],

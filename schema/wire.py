@@ -11,7 +11,13 @@ from typing import Any
 import numpy as np
 
 from schema.errors import ErrorCode, JobStatus
-from schema.tables import Face, Image
+from schema.tables import Face, Image, RecognizeJob
+
+
+def job_error(job: Image | RecognizeJob) -> tuple[ErrorCode, str]:
+    """The code and message of a job that ended in error (v1 and v2 render them differently)."""
+    code = ErrorCode.from_v1(job.error_code if job.error_code is not None else ErrorCode.INTERNAL_ERROR.v1)
+    return code, job.error_message or code.message
 
 
 def recognize_uid_for(image_uid: str) -> str:
@@ -61,9 +67,9 @@ def media_v2(image: Image, embeddings: bool = False) -> dict[str, Any]:
                 item.update(_embeddings(face))
             faces.append(item)
     error = None
-    if image.status == JobStatus.ERROR and image.error_code is not None:
-        code = ErrorCode.from_v1(image.error_code)
-        error = {"code": code.name, "message": image.error_message or code.message}
+    if image.status == JobStatus.ERROR:
+        code, message = job_error(image)
+        error = {"code": code.name, "message": message}
     return {
         "media_uuid": image.uid,
         "checksum": image.sha256,
@@ -89,10 +95,10 @@ def image_info_v1(image: Image) -> dict[str, Any]:
     if image.status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         return {"int_response": 1, "string_response": "Request is in the queue", **base, "faces": None}
     if image.status == JobStatus.ERROR:
-        code = ErrorCode.from_v1(image.error_code or ErrorCode.INTERNAL_ERROR.v1)
+        code, message = job_error(image)
         return {
             "int_response": code.v1,
-            "string_response": image.error_message or code.message,
+            "string_response": message,
             **base,
             "faces": None,
         }
