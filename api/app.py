@@ -7,6 +7,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,6 +18,7 @@ from facequeue.settings import get_settings
 from schema.db import get_engine
 from schema.errors import ErrorCode, FacequeueError
 from workers.celery_app import app as celery_app
+from workers.heartbeat import alive_workers
 
 log = logging.getLogger(__name__)
 V1_PREFIXES = ("/v1/", "/service_json.svc/")
@@ -40,7 +42,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(scope, receive, send)
+            return await self._too_large(scope, receive, send, f"{int(declared)} bytes")
         seen = 0
 
         async def counting_receive() -> dict:
@@ -54,17 +56,24 @@ class BodyLimit:
         try:
             await self.app(scope, counting_receive, send)
         except _TooLarge:
-            await self._too_large(scope, receive, send)
+            await self._too_large(scope, receive, send, f"more than {self.limit} bytes")
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, size: str) -> None:
         response = error_response(
-            Request(scope), ErrorCode.IMAGE_TOO_LARGE, "request body larger than the limit"
+            Request(scope), ErrorCode.IMAGE_TOO_LARGE, f"request body is {size}; the limit is {self.limit}"
         )
         await response(scope, receive, send)
 
 
 class _TooLarge(Exception):
     pass
+
+
+class Health(BaseModel):
+    api: str
+    database: str = Field(description='"ok" or "error: <kind>"')
+    broker: str = Field(description='"ok" or "error: <kind>"')
+    workers: int = Field(description="workers that sent a heartbeat in the last 15 s")
 
 
 def create_app() -> FastAPI:
@@ -101,12 +110,14 @@ def create_app() -> FastAPI:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(request, ErrorCode.INTERNAL_ERROR)
 
-    @app.get("/health", tags=["operations"])
+    @app.get("/health", tags=["operations"], response_model=Health, responses={503: {"model": Health}})
     def health() -> JSONResponse:
-        status = {"api": "ok", "database": "ok", "broker": "ok"}
+        """200 when the api, the database and the broker answer and at least one worker is consuming."""
+        status: dict[str, object] = {"api": "ok", "database": "ok", "broker": "ok", "workers": 0}
         try:
             with get_engine().connect() as connection:
                 connection.execute(text("SELECT 1"))
+            status["workers"] = alive_workers()
         except Exception as exc:
             status["database"] = f"error: {type(exc).__name__}"
         try:
@@ -116,7 +127,12 @@ def create_app() -> FastAPI:
                 connection.ensure_connection(max_retries=1, timeout=2)
         except Exception as exc:
             status["broker"] = f"error: {type(exc).__name__}"
-        healthy = all(value == "ok" for value in status.values())
+        healthy = status["database"] == status["broker"] == "ok" and status["workers"]
         return JSONResponse(status, status_code=200 if healthy else 503)
+
+    @app.get("/health/live", tags=["operations"])
+    def live() -> dict:
+        """200 while this api process serves (for container liveness checks; /health is readiness)."""
+        return {"api": "ok"}
 
     return app

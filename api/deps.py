@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -18,6 +19,11 @@ from schema.tables import ApiKey, Tenant
 def db() -> Iterator[Session]:
     with session_scope() as session:
         yield session
+
+
+# The transaction ends before the answer is sent ("function" scope): a read right after an "ok" sees the
+# write, and a commit that fails becomes an error answer, never an "ok".
+Db = Annotated[Session, Depends(db, scope="function")]
 
 
 def is_uuid(text: str) -> bool:

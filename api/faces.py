@@ -7,13 +7,13 @@ import base64
 import io
 
 import numpy as np
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from PIL import Image as PILImage
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.deps import authenticate, db
+from api.deps import Db, authenticate
 from facequeue.settings import get_settings
 from schema.blobs import get_blob
 from schema.errors import ErrorCode, FacequeueError
@@ -89,9 +89,9 @@ def jpeg(rgb: np.ndarray) -> bytes:
 def get_face_image(
     uid: str,
     request: Request,
+    session: Db,
     aligned: bool = False,
     size: int = Query(224, ge=32, le=1024),
-    session: Session = Depends(db),
 ) -> Response:
     tenant = authenticate(session, request)
     (face,) = owned_faces(session, tenant.id, [uid])
@@ -105,7 +105,7 @@ class AverageRequest(BaseModel):
 
 
 @router.post("/transform/average", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-def post_average(body: AverageRequest, request: Request, session: Session = Depends(db)) -> Response:
+def post_average(body: AverageRequest, request: Request, session: Db) -> Response:
     tenant = authenticate(session, request, body.api_key)
     faces = owned_faces(session, tenant.id, body.faces_uuids)
     return Response(jpeg(average_face(session, faces, body.size)), media_type="image/jpeg")
@@ -124,7 +124,7 @@ class TransformV1(BaseModel):
 
 def register_v1(v1_router: APIRouter) -> None:
     @v1_router.post("/GetFaceImage")
-    def get_face_image_v1(body: FaceImageV1, request: Request, session: Session = Depends(db)) -> dict:
+    def get_face_image_v1(body: FaceImageV1, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         (face,) = owned_faces(session, tenant.id, [body.face_uid])
         data = jpeg(face_crop(session, face, aligned=False, size=224))
@@ -136,7 +136,7 @@ def register_v1(v1_router: APIRouter) -> None:
         }
 
     @v1_router.post("/Transform_Faces")
-    def transform_faces_v1(body: TransformV1, request: Request, session: Session = Depends(db)) -> dict:
+    def transform_faces_v1(body: TransformV1, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         if body.action != 0:
             raise FacequeueError(ErrorCode.NOT_AVAILABLE, "only action 0 (average face) is available")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from api.deps import authenticate, db, is_uuid
+from api.deps import Db, authenticate, is_uuid
 from facequeue.settings import get_settings
 from schema import wire
 from schema.errors import ErrorCode, FacequeueError, JobStatus
-from schema.persons import list_persons, owned_faces, parse_person_id, set_person
+from schema.persons import check_targets, list_persons, owned_faces, set_person
 from schema.tables import RecognizeJob, Tenant
 from workers.celery_app import enqueue_recognize
 from workers.recognize import parse_parameters
@@ -27,10 +27,8 @@ def create_recognize_job(
     if not faces or not targets:
         raise FacequeueError(ErrorCode.INVALID_REQUEST, "faces and targets must both be non-empty")
     parse_parameters(parameters, get_settings().default_fmr)
-    for target in targets:
-        if "@" in target:
-            parse_person_id(target)
-    owned_faces(session, tenant.id, sorted(set(faces) | {t for t in targets if "@" not in t}))
+    owned_faces(session, tenant.id, sorted(set(faces)))
+    check_targets(session, tenant.id, targets)
     job = RecognizeJob(
         tenant_id=tenant.id, request={"faces_uuids": faces, "targets": targets, "parameters": parameters}
     )
@@ -65,20 +63,20 @@ class RecognizeRequest(BaseModel):
 
 
 @router.post("/person")
-def post_person(body: PersonRequest, request: Request, session: Session = Depends(db)) -> dict:
+def post_person(body: PersonRequest, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request, body.api_key)
     person = set_person(session, tenant.id, body.faces_uuids, body.person_id)
     return {"person_id": person, "faces_uuids": body.faces_uuids}
 
 
 @router.get("/person")
-def get_person(person_id: str, request: Request, session: Session = Depends(db)) -> dict:
+def get_person(person_id: str, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request)
     return {"persons": list_persons(session, tenant.id, person_id)}
 
 
 @router.post("/recognize", status_code=202)
-def post_recognize(body: RecognizeRequest, request: Request, session: Session = Depends(db)) -> dict:
+def post_recognize(body: RecognizeRequest, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request, body.api_key)
     job = create_recognize_job(session, tenant, body.faces_uuids, body.targets, body.parameters)
     return {"recognize_uuid": job.uid}
@@ -95,7 +93,7 @@ def recognize_v2(job: RecognizeJob) -> dict:
 
 
 @router.get("/recognize/{uid}")
-def get_recognize(uid: str, request: Request, session: Session = Depends(db)) -> dict:
+def get_recognize(uid: str, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request)
     return recognize_v2(get_recognize_job(session, tenant, uid))
 
@@ -123,21 +121,19 @@ class RecognizeResultV1(BaseModel):
 
 def register_v1(v1_router: APIRouter) -> None:
     @v1_router.post("/Faces_SetPerson")
-    def faces_set_person(body: SetPersonV1, request: Request, session: Session = Depends(db)) -> dict:
+    def faces_set_person(body: SetPersonV1, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         set_person(session, tenant.id, body.faces_uids, body.person_id)
         return {"int_response": 0, "string_response": "ok"}
 
     @v1_router.post("/Faces_Recognize")
-    def faces_recognize(body: RecognizeV1, request: Request, session: Session = Depends(db)) -> dict:
+    def faces_recognize(body: RecognizeV1, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         job = create_recognize_job(session, tenant, body.faces_uids, body.targets, body.parameters)
         return {"int_response": 0, "string_response": "ok", "recognize_uid": job.uid}
 
     @v1_router.post("/GetRecognizeResult")
-    def get_recognize_result(
-        body: RecognizeResultV1, request: Request, session: Session = Depends(db)
-    ) -> dict:
+    def get_recognize_result(body: RecognizeResultV1, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         job = get_recognize_job(session, tenant, body.recognize_uid)
         if job.status in (JobStatus.QUEUED, JobStatus.PROCESSING):

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 
+from pydantic import BaseModel, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -19,35 +20,75 @@ from schema.blobs import put_blob
 from schema.errors import ErrorCode, FacequeueError
 from schema.flags import LANDMARK_SETS, normalise_flags
 from schema.images import sniff
-from schema.persons import parse_person_id
+from schema.persons import check_targets, parse_person_id
 from schema.tables import Image, Tenant
 from workers.celery_app import enqueue_image
 from workers.http import check_address, check_url
+from workers.recognize import parse_parameters
 
 log = logging.getLogger(__name__)
 
 
-def decode_base64(text: str | None) -> bytes:
+class V1Request(BaseModel):
+    api_key: str | None = None
+    api_secret: str | None = None  # accepted for compatibility; keys alone authenticate
+
+
+class UploadOptions(V1Request):
+    """Options of every upload route (v1 JSON, v2 JSON, v2 multipart): one model, one validation."""
+
+    detection_flags: str | None = None
+    original_filename: str | None = None
+    callback_url: str | None = None
+    set_person_id: str | None = None  # enrol the faces found under this person
+    recognize_targets: list[str] | None = None  # identify the faces found against these targets
+    recognize_parameters: str | None = None
+    landmark_set: str | None = None  # betaface (default), facepp106, azure27
+    quality_checks: bool = False  # add the liveness API's quality error codes to the result
+
+    @field_validator("recognize_targets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # Multipart forms send "a@ns,b@ns" or the field repeated; ids never contain commas.
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [part.strip() for item in value for part in str(item).split(",") if part.strip()]
+        return value
+
+    def options(self) -> dict:
+        return {
+            "landmark_set": self.landmark_set,
+            "quality_checks": self.quality_checks or None,
+            "callback_url": self.callback_url,
+            "set_person_id": self.set_person_id,
+            "recognize_targets": self.recognize_targets,
+            "parameters": self.recognize_parameters,
+        }
+
+
+def decode_base64(text: str | None, field: str) -> bytes:
+    """`field` names the request field in messages (imagefile_data in v1, file_base64 in v2)."""
     if not text or not text.strip():
-        raise FacequeueError(ErrorCode.EMPTY_IMAGE)
+        raise FacequeueError(ErrorCode.EMPTY_IMAGE, f"{field} is empty")
     if text.startswith("data:") and "," in text:  # data URI
         text = text.split(",", 1)[1]
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise FacequeueError(ErrorCode.BAD_BASE64) from exc
+        raise FacequeueError(ErrorCode.BAD_BASE64, f"{field} is not valid base64") from exc
 
 
-def validate_url(url: str | None, settings: Settings) -> str:
+def validate_url(url: str | None, settings: Settings, field: str) -> str:
     """Syntax and literal-address checks now; the worker resolves and checks again before connecting."""
     if not url:
-        raise FacequeueError(ErrorCode.URL_INVALID, "image_url is empty")
-    _, host, _ = check_url(url)
+        raise FacequeueError(ErrorCode.URL_INVALID, f"{field} is empty")
+    _, host, _ = check_url(url, field)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-            raise FacequeueError(ErrorCode.URL_FORBIDDEN) from None
+            raise FacequeueError(ErrorCode.URL_FORBIDDEN, f"{field} points at {host}") from None
         return url
     check_address(address, host, settings)
     return url
@@ -68,16 +109,16 @@ def create_image_job(
     flags = normalise_flags(detection_flags)
     options = {k: v for k, v in (options or {}).items() if v not in (None, "", [])}
     if options.get("callback_url"):
-        validate_url(options["callback_url"], settings)
+        validate_url(options["callback_url"], settings, "callback_url")
     if options.get("landmark_set") and options["landmark_set"] not in LANDMARK_SETS:
         raise FacequeueError(
             ErrorCode.INVALID_REQUEST, f"landmark_set must be one of {', '.join(LANDMARK_SETS)}"
         )
     if options.get("set_person_id"):
         parse_person_id(options["set_person_id"])
-    for target in options.get("recognize_targets") or []:
-        if "@" in target:
-            parse_person_id(target)
+    if options.get("recognize_targets"):
+        parse_parameters(options.get("parameters"), settings.default_fmr)
+        check_targets(session, tenant.id, options["recognize_targets"])
     image = Image(
         tenant_id=tenant.id, detection_flags=flags, original_filename=original_filename, options=options
     )
@@ -92,7 +133,7 @@ def create_image_job(
         if existing is not None:
             return existing
     else:
-        image.source_url = validate_url(url, settings)
+        image.source_url = url  # checked by the route, which knows the field's name
     if options.get("callback_url"):
         image.callback_status = "pending"
     session.add(image)

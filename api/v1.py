@@ -5,41 +5,21 @@ Errors answer HTTP 200 with a negative int_response and string_response, as Beta
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
-from sqlalchemy.orm import Session
+from fastapi import APIRouter, Request
 
 from api import faces, recognition
-from api.deps import authenticate, db
-from api.uploads import create_image_job, decode_base64, get_image, get_image_by_checksum
+from api.deps import Db, authenticate
+from api.uploads import (
+    UploadOptions,
+    V1Request,
+    create_image_job,
+    decode_base64,
+    get_image,
+    get_image_by_checksum,
+    validate_url,
+)
 from facequeue.settings import get_settings
 from schema import wire
-
-
-class V1Request(BaseModel):
-    api_key: str | None = None
-    api_secret: str | None = None  # accepted for compatibility; keys alone authenticate
-
-
-class UploadOptions(V1Request):
-    detection_flags: str | None = None
-    original_filename: str | None = None
-    callback_url: str | None = None
-    set_person_id: str | None = None  # enrol the faces found under this person
-    recognize_targets: list[str] | None = None  # identify the faces found against these targets
-    recognize_parameters: str | None = None
-    landmark_set: str | None = None  # betaface (default), facepp106, azure27
-    quality_checks: bool = False  # add the liveness API's quality error codes to the result
-
-    def options(self) -> dict:
-        return {
-            "landmark_set": self.landmark_set,
-            "quality_checks": self.quality_checks or None,
-            "callback_url": self.callback_url,
-            "set_person_id": self.set_person_id,
-            "recognize_targets": self.recognize_targets,
-            "parameters": self.recognize_parameters,
-        }
 
 
 class UploadFileRequest(UploadOptions):
@@ -64,13 +44,13 @@ def _uploaded(uid: str) -> dict:
 
 def register(router: APIRouter) -> None:
     @router.post("/UploadNewImage_File")
-    def upload_file(body: UploadFileRequest, request: Request, session: Session = Depends(db)) -> dict:
+    def upload_file(body: UploadFileRequest, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         image = create_image_job(
             session,
             get_settings(),
             tenant,
-            data=decode_base64(body.imagefile_data),
+            data=decode_base64(body.imagefile_data, "imagefile_data"),
             detection_flags=body.detection_flags,
             original_filename=body.original_filename,
             options=body.options(),
@@ -78,13 +58,13 @@ def register(router: APIRouter) -> None:
         return _uploaded(image.uid)
 
     @router.post("/UploadNewImage_Url")
-    def upload_url(body: UploadUrlRequest, request: Request, session: Session = Depends(db)) -> dict:
+    def upload_url(body: UploadUrlRequest, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         image = create_image_job(
             session,
             get_settings(),
             tenant,
-            url=body.image_url,
+            url=validate_url(body.image_url, get_settings(), "image_url"),
             detection_flags=body.detection_flags,
             original_filename=body.original_filename or body.image_url,
             options=body.options(),
@@ -92,12 +72,12 @@ def register(router: APIRouter) -> None:
         return _uploaded(image.uid)
 
     @router.post("/GetImageInfo")
-    def image_info(body: ImageInfoRequest, request: Request, session: Session = Depends(db)) -> dict:
+    def image_info(body: ImageInfoRequest, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         return wire.image_info_v1(get_image(session, tenant, body.img_uid))
 
     @router.post("/GetImageFileInfo")
-    def image_file_info(body: ImageFileInfoRequest, request: Request, session: Session = Depends(db)) -> dict:
+    def image_file_info(body: ImageFileInfoRequest, request: Request, session: Db) -> dict:
         tenant = authenticate(session, request, body.api_key)
         return wire.image_info_v1(get_image_by_checksum(session, tenant, body.img_checksum))
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
-from api.deps import authenticate, db
-from api.uploads import create_image_job, decode_base64, get_image, get_image_by_checksum
-from api.v1 import UploadOptions
+from api.deps import Db, authenticate
+from api.uploads import (
+    UploadOptions,
+    create_image_job,
+    decode_base64,
+    get_image,
+    get_image_by_checksum,
+    validate_url,
+)
 from facequeue.settings import get_settings
 from schema import wire
 from schema.errors import ErrorCode, FacequeueError
@@ -30,18 +37,19 @@ def _accepted(image: Image) -> dict:
 
 
 @router.post("/media", status_code=202)
-def post_media(body: MediaRequest, request: Request, session: Session = Depends(db)) -> dict:
+def post_media(body: MediaRequest, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request, body.api_key)
-    url = body.file_uri or body.url
-    encoded = body.file_base64 or body.base64
+    settings = get_settings()
+    url_field, url = ("file_uri", body.file_uri) if body.file_uri else ("url", body.url)
+    b64_field, encoded = ("file_base64", body.file_base64) if body.file_base64 else ("base64", body.base64)
     if bool(url) == bool(encoded):
         raise FacequeueError(ErrorCode.INVALID_REQUEST, "send exactly one of file_uri and file_base64")
     image = create_image_job(
         session,
-        get_settings(),
+        settings,
         tenant,
-        data=decode_base64(encoded) if encoded else None,
-        url=url,
+        data=decode_base64(encoded, b64_field) if encoded else None,
+        url=validate_url(url, settings, url_field) if url else None,
         detection_flags=body.detection_flags,
         original_filename=body.original_filename or url,
         options=body.options(),
@@ -52,44 +60,45 @@ def post_media(body: MediaRequest, request: Request, session: Session = Depends(
 @router.post("/media/file", status_code=202)
 def post_media_file(
     request: Request,
+    session: Db,
+    form: Annotated[UploadOptions, Form()],
     file: UploadFile = File(...),
-    detection_flags: str | None = Form(None),
-    original_filename: str | None = Form(None),
-    callback_url: str | None = Form(None),
-    api_key: str | None = Form(None),
-    session: Session = Depends(db),
 ) -> dict:
-    tenant = authenticate(session, request, api_key)
+    """Multipart upload: the file plus the same options as the JSON route, as form fields."""
+    tenant = authenticate(session, request, form.api_key)
     settings = get_settings()
     data = file.file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        size = f"{file.size} bytes" if file.size else f"more than {settings.max_upload_bytes} bytes"
+        raise FacequeueError(
+            ErrorCode.IMAGE_TOO_LARGE, f"file is {size}; the limit is {settings.max_upload_bytes}"
+        )
     image = create_image_job(
         session,
         settings,
         tenant,
         data=data,
-        detection_flags=detection_flags,
-        original_filename=original_filename or file.filename,
-        options={"callback_url": callback_url},
+        detection_flags=form.detection_flags,
+        original_filename=form.original_filename or file.filename,
+        options=form.options(),
     )
     return _accepted(image)
 
 
 @router.get("/media/hash/{sha256}")
-def get_media_by_hash(
-    sha256: str, request: Request, embeddings: bool = False, session: Session = Depends(db)
-) -> dict:
+def get_media_by_hash(sha256: str, request: Request, session: Db, embeddings: bool = False) -> dict:
     tenant = authenticate(session, request)
     return wire.media_v2(get_image_by_checksum(session, tenant, sha256), embeddings=embeddings)
 
 
 @router.get("/media/{uid}")
-def get_media(uid: str, request: Request, embeddings: bool = False, session: Session = Depends(db)) -> dict:
+def get_media(uid: str, request: Request, session: Db, embeddings: bool = False) -> dict:
     tenant = authenticate(session, request)
     return wire.media_v2(get_image(session, tenant, uid), embeddings=embeddings)
 
 
 @router.get("/admin/usage")
-def usage(request: Request, session: Session = Depends(db)) -> dict:
+def usage(request: Request, session: Db) -> dict:
     """Per-tenant counts of images, faces and their states. Admin keys only."""
     if not authenticate(session, request).is_admin:
         raise FacequeueError(ErrorCode.FORBIDDEN)

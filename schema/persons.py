@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session
 from schema.errors import ErrorCode, FacequeueError
 from schema.tables import Face, Namespace, Person, utcnow
 
-NAME = re.compile(r"[A-Za-z0-9 .]{1,200}")
-NAMESPACE = re.compile(r"[A-Za-z0-9 .]{0,60}")
+MAX_NAME, MAX_NAMESPACE = 200, 60
+PUNCTUATION = frozenset(" .-'_")
 ALL = "all"
 RANDOM = "random"
 
@@ -29,10 +29,21 @@ class PersonId:
         return f"{self.name}@{self.namespace}"
 
 
+def _allowed(part: str) -> bool:
+    """What people are called: letters and marks of any script, digits, spaces and . - ' _"""
+    return all(ch in PUNCTUATION or unicodedata.category(ch)[0] in "LMN" for ch in part)
+
+
 def parse_person_id(text: str) -> PersonId:
-    name, _, namespace = text.strip().partition("@")
-    if not NAME.fullmatch(name) or not NAMESPACE.fullmatch(namespace):
-        raise FacequeueError(ErrorCode.INVALID_PERSON_ID, f"bad person id {text!r}")
+    """`name@namespace` (NFC-normalised); a superset of Betaface's rule, e.g. `Chen Shui-bian@news`."""
+    name, _, namespace = unicodedata.normalize("NFC", text.strip()).partition("@")
+    name, namespace = name.strip(), namespace.strip()
+    if not (0 < len(name) <= MAX_NAME and len(namespace) <= MAX_NAMESPACE and _allowed(name + namespace)):
+        raise FacequeueError(
+            ErrorCode.INVALID_PERSON_ID,
+            f"bad person id {text[:80]!r}: name@namespace, name 1-{MAX_NAME} and namespace 0-{MAX_NAMESPACE} "
+            "characters of letters, digits, spaces and . - ' _",
+        )
     return PersonId(name, namespace)
 
 
@@ -107,3 +118,44 @@ def list_persons(session: Session, tenant_id: int, person: str) -> list[dict]:
         if face_uid:
             entry["faces_uuids"].append(face_uid)
     return list(persons.values())
+
+
+def check_targets(session: Session, tenant_id: int, targets: list[str]) -> None:
+    """Recognition targets must exist when asked for: a face uid of this tenant, `name@ns` of a person with
+    enrolled faces, or `all@ns` of a namespace with enrolled faces. Otherwise INVALID_TARGET, naming each
+    unknown, malformed or empty one."""
+    if not targets:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, "targets must not be empty")
+    problems: list[str] = []
+    face_targets: list[str] = []
+    for target in targets:
+        if "@" not in target:
+            try:
+                face_targets.append(str(uuid.UUID(target)))
+            except ValueError:
+                problems.append(f"{target[:80]!r} is not a face uid, name@namespace or all@namespace")
+            continue
+        try:
+            pid = parse_person_id(target)
+        except FacequeueError as exc:
+            problems.append(exc.message)
+            continue
+        ns = namespace_id(session, tenant_id, pid.namespace, create=False)
+        if ns is None:
+            problems.append(f"namespace {pid.namespace!r} does not exist")
+            continue
+        enrolled = select(Face.uid).join(Person, Face.person_id == Person.id).where(Person.namespace_id == ns)
+        if pid.name != ALL:
+            enrolled = enrolled.where(Person.name == pid.name)
+        if session.execute(enrolled.limit(1)).first() is None:
+            what = f"namespace {pid.namespace!r}" if pid.name == ALL else f"person {str(pid)!r}"
+            problems.append(f"{what} has no enrolled faces")
+    if face_targets:
+        known = set(
+            session.execute(
+                select(Face.uid).where(Face.uid.in_(face_targets), Face.tenant_id == tenant_id)
+            ).scalars()
+        )
+        problems += [f"unknown target face {uid}" for uid in face_targets if uid not in known]
+    if problems:
+        raise FacequeueError(ErrorCode.INVALID_TARGET, "; ".join(problems[:5]))

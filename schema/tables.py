@@ -184,3 +184,13 @@ class RecognizeJob(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
+class WorkerHeartbeat(Base):
+    """One row per running worker, refreshed every few seconds: /health says whether anyone consumes."""
+
+    __tablename__ = "worker_heartbeats"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)  # celery node name
+    queues: Mapped[str] = mapped_column(String(200))
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)

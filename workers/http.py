@@ -34,15 +34,16 @@ def check_address(
         raise FacequeueError(ErrorCode.URL_FORBIDDEN, f"{host} is {address}, which is not public")
 
 
-def check_url(url: str) -> tuple[str, str, int]:
+def check_url(url: str, field: str = "the URL") -> tuple[str, str, int]:
     """Syntax check; returns (scheme, host, port). Cheap: used by the api before enqueueing."""
+    invalid = f"{field} is not a valid http(s) URL"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise FacequeueError(ErrorCode.URL_INVALID) from exc
+        raise FacequeueError(ErrorCode.URL_INVALID, invalid) from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FacequeueError(ErrorCode.URL_INVALID)
+        raise FacequeueError(ErrorCode.URL_INVALID, invalid)
     return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 

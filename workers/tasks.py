@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -290,6 +291,28 @@ def _start_reaper(**_: Any) -> None:
     from workers.reaper import start_reaper_thread
 
     start_reaper_thread()
+
+
+_heartbeat: dict[str, Any] = {}
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    from workers.heartbeat import start_heartbeat_thread
+
+    queues = ",".join(sorted(q.name for q in sender.app.amqp.queues.consume_from.values()))
+    _heartbeat["name"] = sender.hostname
+    _heartbeat["stop"] = start_heartbeat_thread(sender.hostname, queues)
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    from workers.heartbeat import forget
+
+    if "stop" in _heartbeat:
+        _heartbeat["stop"].set()
+        with contextlib.suppress(Exception):
+            forget(_heartbeat["name"])
 
 
 @app.task(name="facequeue.recognize", bind=True, max_retries=None)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from tests.photos import requires_shared_data
 from workers.pipeline.align import (
     DLIB_UNIT_TEMPLATE,
     align,
@@ -141,6 +142,7 @@ def test_dlib_template_is_symmetric_and_inside_chip() -> None:
     assert t[0, 1] == pytest.approx(t[1, 1]) and t[3, 1] == pytest.approx(t[4, 1])
 
 
+@requires_shared_data
 @pytest.mark.models
 @pytest.mark.peers
 def test_unit_template_refits_against_dlib_chips() -> None:

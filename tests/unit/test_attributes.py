@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+from tests.photos import requires_shared_data
 from workers.pipeline import attributes as A
 from workers.pipeline.landmarks import DenseLandmarks, LandmarkModels
 from workers.pipeline.types import Tag
@@ -53,6 +54,7 @@ def _photo(name: str) -> Image.Image:
     return Image.open(EXPRESSIONS / f"{name}.jpg")
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_expression_smile_mouth_on_expression_photos() -> None:
     results = {name: _analyse(_photo(name))[0] for name in FILES}
@@ -72,6 +74,7 @@ def test_expression_smile_mouth_on_expression_photos() -> None:
     assert abs(float(results["neutral"]["yaw"].value)) < 10
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_pose_follows_flips_and_rotations() -> None:
     photo = _photo("happy")
@@ -91,6 +94,7 @@ def test_pose_follows_flips_and_rotations() -> None:
     assert pose1[0] - pose0[0] == pytest.approx(25, abs=1.5)
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_blur_noise_exposure_respond() -> None:
     photo = _photo("neutral")
@@ -112,6 +116,7 @@ def test_blur_noise_exposure_respond() -> None:
     assert sharp["exposure"].value == "goodExposure" and dark["exposure"].value == "underExposure"
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_colours() -> None:
     photo = _photo("surprised")  # plain white background

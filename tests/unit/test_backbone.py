@@ -20,14 +20,25 @@ from workers.http import check_url, resolve_public
     [
         ("", {"propoints", "classifiers"}),
         (None, {"propoints", "classifiers"}),
-        ("bestface", {"bestface", "propoints", "classifiers"}),
+        (" ; ", {"propoints", "classifiers"}),
+        ("bestface", {"bestface"}),  # Betaface's "recognition only" example: nothing else
+        ("basic", {"basic"}),
         ("bestface,classifiers", {"bestface", "classifiers"}),
         ("propointsclassifiersextended", {"propoints", "classifiers", "extended"}),
         ("Classifiers; LIVENESS", {"classifiers", "liveness"}),
+        ("bestface|basic", {"bestface", "basic"}),
     ],
 )
 def test_flags(raw: str | None, expected: set[str]) -> None:
     assert parse_flags(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["foobar", "classifiers,foobar", "propointsx", "best face", "classifier"])
+def test_unknown_flags_are_an_error_listing_the_known_ones(raw: str) -> None:
+    with pytest.raises(FacequeueError) as caught:
+        parse_flags(raw)
+    assert caught.value.code is ErrorCode.INVALID_REQUEST
+    assert "bestface" in caught.value.message and "basic" in caught.value.message
 
 
 def test_flags_normal_form_is_order_free() -> None:

@@ -9,13 +9,14 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from tests.unit.test_dlib_convert import source_file
 from workers.models.convert import dlib_dnn
 from workers.models.dlib_resnet import DlibResNetEmbedder
 
 dlib = pytest.importorskip("dlib")
 
-pytestmark = [pytest.mark.peers, pytest.mark.models]
+pytestmark = [pytest.mark.peers, pytest.mark.models, requires_shared_data]
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 PHOTOS = DATA / "misc" / "face_recognition_ageitgey" / "examples" / "knn_examples" / "train"

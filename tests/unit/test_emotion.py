@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from tests.unit.test_keras_convert import keras_forward_numpy, keras_source
 from workers.models.convert import keras_h5
 from workers.models.emotion import LABELS, EmotionClassifier, crop_chip
@@ -69,6 +70,7 @@ def test_labels_and_contract(classifier: EmotionClassifier, reference: dict[str,
         classifier.predict(chips[:, :32])
 
 
+@requires_shared_data
 @pytest.mark.peers
 def test_crop_chip_cuts_like_fer(reference: dict[str, np.ndarray]) -> None:
     """The reference chips were cut from dlib HOG boxes with fer's geometry; crop_chip gives the same pixels."""

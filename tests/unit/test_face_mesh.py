@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from workers.models.face_mesh import FaceMesh, crop_to_image_affine, face_rois, points_to_image, warp_crops
 from workers.models.iris import EYE_MIRROR, IrisLandmarks, eye_rois
 
@@ -55,6 +56,7 @@ def test_face_rois() -> None:
     np.testing.assert_allclose(rois[:, 3], [0, np.pi / 4])
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_mesh_on_aligned_faces() -> None:
     """On glint_celeb crops (aligned to the ArcFace template) the mesh's eye centres sit on the template."""
@@ -85,6 +87,7 @@ def _fgnet(count: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_mesh_and_iris_on_fgnet() -> None:
     """Mesh eye corners and iris centres against FG-NET's hand-made points; the eye-mirroring convention."""

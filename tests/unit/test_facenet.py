@@ -17,6 +17,7 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from tests.unit.test_keras_convert import keras_source
 from workers.models.convert import keras_h5
 from workers.models.facenet import (
@@ -136,6 +137,7 @@ def _glint_chips(per_person: int, skip: set[str]) -> np.ndarray:
     return np.stack(chips)
 
 
+@requires_shared_data
 def test_int8_stays_close_to_fp32(
     facenet_onnx: Path, embedder: FaceNetEmbedder, reference: dict[str, np.ndarray], tmp_path: Path
 ) -> None:

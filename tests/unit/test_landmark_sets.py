@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from workers.pipeline import points as basic
 from workers.pipeline.landmark_sets import AZURE27, FACEPP106
 
@@ -22,6 +23,7 @@ def test_names_unique_and_known() -> None:
     assert {"contour_chin", "right_eye_pupil", "mouth_upper_lip_bottom"} <= {n for n, _ in FACEPP106}
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_points_on_real_faces() -> None:
     from facequeue.settings import get_settings

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from workers.pipeline import points as basic
 from workers.pipeline.landmarks import BETAFACE_TYPES, IBUG68, LandmarkModels, betaface_points, ibug68
 
@@ -36,6 +37,7 @@ def _image(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_named_points_on_group_photo() -> None:
     """Every face of a group photo in one batch: points near the box, sides right, irises on the eyes."""
@@ -95,6 +97,7 @@ def _dlib_68(image: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     return np.array([[p.x, p.y] for p in shape.parts()], np.float64)
 
 
+@requires_shared_data
 @pytest.mark.models
 @pytest.mark.peers
 def test_nme_300w_against_dlib() -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data, requires_shared_models
 from workers.models.liveness import (
     SCALE_V1SE,
     SCALE_V2,
@@ -17,6 +18,8 @@ from workers.models.liveness import (
     resize_bilinear,
 )
 from workers.models.yunet import YuNet
+
+pytestmark = [requires_shared_models, requires_shared_data]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODELS = ROOT / ".." / "shared" / "models"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from workers.pipeline import measurements as M
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -91,6 +92,7 @@ def test_bucket_boundaries_follow_the_quantile_table(name: str) -> None:
     assert M.bucket(name, (q[1] + q[2]) / 2) == "average"
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_ratios_invariant_to_rotation_scale_and_shift() -> None:
     mesh, iris, contour = _landmarks()
@@ -106,6 +108,7 @@ def test_ratios_invariant_to_rotation_scale_and_shift() -> None:
         assert q[0] - 2 * spread < value[0] < q[3] + 2 * spread, (name, value[0])
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_known_changes_move_the_right_bucket() -> None:
     mesh, iris, contour = _landmarks()
@@ -159,6 +162,7 @@ def test_known_changes_move_the_right_bucket() -> None:
     assert M.ratios(long_chin, iris, contour)["head width"] < base["head width"]
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_pipeline_extended_tags_on_a_real_photo() -> None:
     from facequeue.settings import get_settings

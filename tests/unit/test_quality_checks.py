@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from workers.pipeline.quality_checks import QualityThresholds, quality_checks
 from workers.pipeline.types import FaceAnalysis, Point, Tag
 
@@ -44,6 +45,7 @@ def test_synthetic_codes() -> None:
     assert quality_checks(shape, [good, good], QualityThresholds(max_faces=2)) == []
 
 
+@requires_shared_data
 @pytest.mark.models
 def test_real_photos() -> None:
     from facequeue.settings import get_settings

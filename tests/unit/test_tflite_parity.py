@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.photos import requires_shared_data
 from workers.models.face_mesh import FaceMesh, warp_crops
 from workers.models.iris import EYE_MIRROR, IrisLandmarks, eye_rois
 
 litert = pytest.importorskip("ai_edge_litert.interpreter")
 
-pytestmark = [pytest.mark.peers, pytest.mark.models]
+pytestmark = [pytest.mark.peers, pytest.mark.models, requires_shared_data]
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 

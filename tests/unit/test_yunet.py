@@ -9,16 +9,9 @@ import onnxruntime as ort
 import pytest
 from PIL import Image
 
+from tests.photos import astronaut, group
 from workers.models.fetch import model_path
 from workers.models.yunet import YuNet, nms
-
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-OBAMA = DATA / "misc" / "face_recognition_ageitgey" / "examples" / "obama.jpg"
-GROUP = DATA / "misc" / "insightface_samples" / "python-package_images" / "t1.jpg"
-
-
-def rgb(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def session(model: str | bytes) -> ort.InferenceSession:
@@ -46,7 +39,7 @@ def test_nms_keeps_best_of_overlaps() -> None:
 @pytest.mark.models
 def test_dynamic_graph_matches_shipped_graph_at_640(yunet_file: Path, detector: YuNet) -> None:
     shipped = session(str(yunet_file))
-    image = np.asarray(Image.open(OBAMA).convert("RGB").resize((640, 640)))
+    image = np.asarray(Image.fromarray(astronaut()).resize((640, 640)))
     x = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)[None], dtype=np.float32)
     want = shipped.run(None, {"input": x})
     got = detector.session.run(None, {"input": x})
@@ -57,7 +50,7 @@ def test_dynamic_graph_matches_shipped_graph_at_640(yunet_file: Path, detector: 
 
 @pytest.mark.models
 def test_batch_equals_single_images(detector: YuNet) -> None:
-    images = [rgb(OBAMA), rgb(GROUP)]
+    images = [astronaut(), group()]
     batched = detector.detect_batch(images)
     for image, b in zip(images, batched, strict=True):
         single = detector.detect(image)
@@ -68,7 +61,7 @@ def test_batch_equals_single_images(detector: YuNet) -> None:
 
 @pytest.mark.models
 def test_points_in_image_order_on_real_photo(detector: YuNet) -> None:
-    faces = detector.detect(rgb(OBAMA))
+    faces = detector.detect(astronaut())
     assert len(faces) == 1 and faces.scores[0] > 0.8
     x1, y1, x2, y2 = faces.boxes[0]
     pts = faces.landmarks[0]
@@ -82,11 +75,11 @@ def test_points_in_image_order_on_real_photo(detector: YuNet) -> None:
 
 @pytest.mark.models
 def test_group_photo_and_downscaling(detector: YuNet) -> None:
-    image = rgb(GROUP)  # 1280 x 886, six faces
+    image = group()  # 1100 x 600, two faces
     small = detector.detect(image)
-    assert len(small) == 6
+    assert len(small) == 2
     full = YuNet(detector.session, max_side=1280).detect(image)
-    assert len(full) == 6
+    assert len(full) == 2
     # Boxes found on the downscaled copy are mapped back to the original pixels.
     order_small = np.argsort(small.boxes[:, 0])
     order_full = np.argsort(full.boxes[:, 0])
@@ -97,7 +90,7 @@ def test_group_photo_and_downscaling(detector: YuNet) -> None:
 
 @pytest.mark.models
 def test_threshold_and_min_face_size(detector: YuNet) -> None:
-    image = rgb(GROUP)
+    image = group()
     assert len(YuNet(detector.session, min_face_size=500).detect(image)) == 0
     assert len(YuNet(detector.session, score_threshold=0.99).detect(image)) == 0
     blank = np.full((300, 500, 3), 128, np.uint8)

@@ -27,6 +27,7 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from facequeue.settings import Settings, get_settings
+from schema.errors import ErrorCode, FacequeueError
 from workers.models.registry import MODELS, ModelSpec, default_names, get_spec
 
 _CHUNK = 1 << 20
@@ -251,6 +252,28 @@ def model_path(
     return dst
 
 
+def optional_model_paths(names: list[str], feature: str, settings: Settings | None = None) -> list[Path]:
+    """Ready-to-run files of an optional feature's models, fetched on first use; when no source has them,
+    NOT_AVAILABLE naming each missing file and how to supply it (only that feature stops working)."""
+    try:
+        return [model_path(name, settings) for name in names]
+    except ModelFetchError:
+        missing = [get_spec(n) for n in names if not is_ready(n, _settings(settings))]
+        files = ", ".join(f"{spec.file} (sha256 {spec.sha256})" for spec in missing)
+        raise FacequeueError(
+            ErrorCode.NOT_AVAILABLE,
+            f"{feature} is not available: its model files are not installed and no source could provide "
+            f"them: {files}. Put them in a folder and set FACEQUEUE_MODEL_MIRROR to it, or run "
+            f"`facequeue models fetch {' '.join(names)} --from FOLDER`.",
+        ) from None
+
+
+def is_ready(name: str, settings: Settings) -> bool:
+    spec = get_spec(name)
+    ready = settings.resolved_model_dir / spec.converted_file
+    return _is_cached(spec, ready) if not spec.converter else ready.is_file()
+
+
 def _convert(spec: ModelSpec, src: Path, dst: Path, progress: bool) -> None:
     # Converters are imported lazily: they pull in heavier code only needed once per install.
     try:
@@ -307,7 +330,7 @@ def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
     rows = []
     for spec in MODELS.values():
         ready = cache / spec.converted_file
-        cached = _is_cached(spec, ready) if not spec.converter else ready.is_file()
+        cached = is_ready(spec.name, settings)
         rows.append(
             {
                 "name": spec.name,

@@ -177,21 +177,27 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="minifasnet_v2",
-            role="passive liveness",
+            role="passive liveness (optional)",
             file="2.7_80x80_MiniFASNetV2.onnx",
             sha256="4433e871ef03f6c4c13de1757e63dcd69db14b6d7d9cff2319cb274c0f6dbecb",
             size=1750284,
             licence="Apache-2.0",
             url=_MINIFASNET_URL + "2.7_80x80_MiniFASNetV2.onnx",
+            # No package on the index carries these files: optional, fetched when `liveness` is first asked
+            # for (mirror or upstream); without them only that flag answers NOT_AVAILABLE.
+            default=False,
         ),
         ModelSpec(
             name="minifasnet_v1se",
-            role="passive liveness",
+            role="passive liveness (optional)",
             file="4_0_0_80x80_MiniFASNetV1SE.onnx",
             sha256="a8e67ffbaf39fa74c3b2ed673b530fcfb2f47379d0f26a52b71c2fc6473ec20f",
             size=1750909,
             licence="Apache-2.0",
             url=_MINIFASNET_URL + "4_0_0_80x80_MiniFASNetV1SE.onnx",
+            # No package on the index carries these files: optional, fetched when `liveness` is first asked
+            # for (mirror or upstream); without them only that flag answers NOT_AVAILABLE.
+            default=False,
         ),
     )
 }

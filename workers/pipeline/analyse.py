@@ -71,6 +71,9 @@ def _load_embedder(
     raise KeyError(f"no embedder {name!r}")
 
 
+LIVENESS_RETRY_S = 300.0
+
+
 class FacePipeline:
     def __init__(
         self,
@@ -88,6 +91,7 @@ class FacePipeline:
         self._age_gender: Any = None
         self._liveness_loader = liveness_loader  # MiniFASNet pair, loaded on first `liveness` flag
         self._liveness: Any = None
+        self._liveness_missing: tuple[float, Exception] | None = None  # (when, why) the models were missing
         self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
 
     @classmethod
@@ -117,11 +121,11 @@ class FacePipeline:
         from workers.pipeline.attributes import load_dense_models
 
         def liveness() -> Any:
+            from workers.models.fetch import optional_model_paths
             from workers.models.liveness import PassiveLiveness
 
-            return PassiveLiveness.from_files(
-                model_path("minifasnet_v2", settings), model_path("minifasnet_v1se", settings), factory
-            )
+            v2, v1se = optional_model_paths(["minifasnet_v2", "minifasnet_v1se"], "liveness", settings)
+            return PassiveLiveness.from_files(v2, v1se, factory)
 
         return cls(detector, embedders, age_gender, lambda: load_dense_models(settings, factory), liveness)
 
@@ -130,6 +134,19 @@ class FacePipeline:
         if self._age_gender is None and self._age_gender_loader is not None:
             self._age_gender = self._age_gender_loader()
         return self._age_gender
+
+    def _load_liveness(self) -> None:
+        """Load the optional liveness models once; when they are missing, say so without re-trying every
+        source on every job (again after LIVENESS_RETRY_S, so models supplied later are picked up)."""
+        if self._liveness is not None:
+            return
+        if self._liveness_missing and time.monotonic() - self._liveness_missing[0] < LIVENESS_RETRY_S:
+            raise self._liveness_missing[1]
+        try:
+            self._liveness = self._liveness_loader()
+        except Exception as exc:
+            self._liveness_missing = (time.monotonic(), exc)
+            raise
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
@@ -240,8 +257,7 @@ class FacePipeline:
                             landmark_set=(options or {}).get("landmark_set", "betaface"),
                         )
         if "liveness" in flags and self._liveness_loader is not None:
-            if self._liveness is None:
-                self._liveness = self._liveness_loader()
+            self._load_liveness()
             with self._timed("liveness"):
                 for image, det, image_faces in zip(images, detections, per_image, strict=True):
                     if image_faces:
