@@ -7,12 +7,12 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 from PIL import Image
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-FACE_PHOTO = SHARED / "data" / "misc" / "face_recognition_ageitgey" / "examples" / "biden.jpg"
+from tests.photos import astronaut, encode
+
+FACE_JPEG = encode(astronaut())  # one public-domain face, always available
 
 
 def tiny_png() -> bytes:

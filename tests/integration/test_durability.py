@@ -12,7 +12,7 @@ import redis
 from sqlalchemy import text
 
 from tests.integration.conftest import REDIS_URL, wait_for
-from tests.integration.helpers import FACE_PHOTO
+from tests.integration.helpers import FACE_JPEG
 
 
 def upload(client, key: str, data: bytes, flags: str = "") -> str:  # type: ignore[no-untyped-def]
@@ -31,7 +31,7 @@ def status_in_db(uid: str) -> str:
 
 def test_lost_broker_messages_are_resent(client, api_key, workers):  # type: ignore[no-untyped-def]
     workers.stop_all()
-    uid = upload(client, api_key, FACE_PHOTO.read_bytes(), "bestface,propoints")
+    uid = upload(client, api_key, FACE_JPEG, "bestface,propoints")
     redis.Redis.from_url(REDIS_URL).flushdb()  # a broker restart without persistence: the message is gone
     assert status_in_db(uid) == "queued"
     workers.start()
@@ -42,7 +42,7 @@ def test_lost_broker_messages_are_resent(client, api_key, workers):  # type: ign
 def test_worker_killed_mid_task_loses_nothing(client, api_key, workers):  # type: ignore[no-untyped-def]
     workers.stop_all()  # only the slow worker below may take the job
     slow = workers.start(FACEQUEUE_DEBUG_TASK_DELAY_S="60")
-    uid = upload(client, api_key, FACE_PHOTO.read_bytes(), "classifiers")
+    uid = upload(client, api_key, FACE_JPEG, "classifiers")
     deadline = time.monotonic() + 120
     while status_in_db(uid) != "processing":
         assert time.monotonic() < deadline, "the job never started"

@@ -12,15 +12,17 @@ import time
 import pytest
 
 from tests.integration.conftest import wait_for
-from tests.integration.helpers import FACE_PHOTO, SHARED
+from tests.photos import SHARED_DATA, astronaut, encode, requires_shared_data
 
-CHARACTERS = SHARED / "data" / "misc" / "face-api.js" / "examples_images"
+pytestmark = requires_shared_data
+CHARACTERS = SHARED_DATA / "misc" / "face-api.js" / "examples_images"
 NAMES = ["amy", "bernadette", "howard", "leonard", "penny", "raj", "sheldon", "stuart"]
 
 
-def upload(client, key: str, path, **options) -> str:  # type: ignore[no-untyped-def]
+def upload(client, key: str, photo, **options) -> str:  # type: ignore[no-untyped-def]
+    data = photo if isinstance(photo, bytes) else photo.read_bytes()
     body = {
-        "file_base64": base64.b64encode(path.read_bytes()).decode(),
+        "file_base64": base64.b64encode(data).decode(),
         "detection_flags": "bestface",
         **options,
     }
@@ -88,7 +90,9 @@ def test_identify_held_back_photos(client, api_key, enrolled):  # type: ignore[n
 
 
 def test_stranger_matches_nobody(client, api_key, enrolled, worker):  # type: ignore[no-untyped-def]
-    stranger = wait_for(client, upload(client, api_key, FACE_PHOTO), api_key)["faces"][0]["face_uuid"]
+    stranger = wait_for(client, upload(client, api_key, encode(astronaut())), api_key)["faces"][0][
+        "face_uuid"
+    ]
     result = recognize(client, api_key, [stranger], ["all@tv"])
     matches = result["results"][0]["matches"]
     assert matches, "the closest persons are still listed"
@@ -137,7 +141,7 @@ def test_bad_person_ids_and_targets(client, api_key, enrolled):  # type: ignore[
     unknown = client.post(
         "/v2/recognize", json={"faces_uuids": [enrolled["amy"]], "targets": ["no-such-face"]}, headers=headers
     )
-    assert unknown.status_code == 404
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "INVALID_TARGET"
     params = client.post(
         "/v2/recognize",
         json={"faces_uuids": [enrolled["amy"]], "targets": ["all@tv"], "parameters": "fmr:0.5"},

@@ -227,3 +227,27 @@ def test_fetch_all_selects_by_name_and_role(tmp_path: Path, mirror: Path, no_net
     assert fetch._select(None, ["liveness"]) == ["minifasnet_v2", "minifasnet_v1se"]
     with pytest.raises(fetch.ModelFetchError, match="minifasnet_v2"):
         fetch.fetch_all(settings, progress=False, roles=["liveness"])
+
+
+def test_optional_model_missing_is_not_available_naming_files_and_remedy(
+    tmp_path: Path, no_network: list[str]
+) -> None:
+    """Liveness has no package-index source: offline and without a mirror only that feature stops."""
+    from schema.errors import ErrorCode, FacequeueError
+
+    assert "minifasnet_v2" not in default_names() and "minifasnet_v1se" not in default_names()
+    with pytest.raises(FacequeueError) as caught:
+        fetch.optional_model_paths(
+            ["minifasnet_v2", "minifasnet_v1se"], "liveness", make_settings(tmp_path, None)
+        )
+    assert caught.value.code is ErrorCode.NOT_AVAILABLE
+    message = caught.value.message
+    assert message.startswith("liveness is not available")
+    for name in ("minifasnet_v2", "minifasnet_v1se"):
+        spec = MODELS[name]
+        assert spec.file in message and spec.sha256 in message
+    assert (
+        "FACEQUEUE_MODEL_MIRROR" in message
+        and "facequeue models fetch minifasnet_v2 minifasnet_v1se --from" in message
+    )
+    assert "url minifasnet_v2" in no_network, "the upstream URL was tried first"
