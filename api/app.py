@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, APIKeyQuery
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -15,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 import facequeue
 from api import faces, recognition, v1, v2
 from facequeue.settings import get_settings
+from schema import answers
 from schema.db import get_engine
 from schema.errors import ErrorCode, FacequeueError
 from workers.celery_app import app as celery_app
@@ -76,18 +79,27 @@ class Health(BaseModel):
     workers: int = Field(description="workers that sent a heartbeat in the last 15 s")
 
 
+# Documented ways to send the key (api/deps.authenticate reads them): the Authorize button in /docs.
+# auto_error=False: these only describe; authenticate() answers UNAUTHORIZED in our own error shape.
+API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="the tenant's API key")
+API_KEY_QUERY = APIKeyQuery(name="api_key", auto_error=False, description="the same key, Betaface style")
+DOCUMENTED_KEYS = [Security(API_KEY_HEADER), Security(API_KEY_QUERY)]
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
-    app = FastAPI(
+    # Swagger UI and ReDoc from files shipped in the install: /docs works offline.
+    app = FastAPIOffline(
         title="facequeue",
         version=facequeue.__version__,
-        description="Self-hosted face analysis: upload, get a uid at once, poll for the result.",
+        description="Self-hosted face analysis: upload, get a uid at once, poll for the result. "
+        "v2 errors answer `{error: {code, message}}` with the HTTP status; v1 (Betaface) answers HTTP 200 "
+        "with a negative `int_response`.",
     )
     for router in v1.make_routers():
-        app.include_router(router)
-    app.include_router(v2.router)
-    app.include_router(recognition.router)
-    app.include_router(faces.router)
+        app.include_router(router, dependencies=DOCUMENTED_KEYS, responses={200: {"model": answers.V1Answer}})
+    for router in (v2.router, recognition.router, faces.router):
+        app.include_router(router, dependencies=DOCUMENTED_KEYS, responses=answers.ERRORS)
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
 

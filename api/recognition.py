@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import Db, authenticate, is_uuid
 from facequeue.settings import get_settings
-from schema import wire
+from schema import answers, wire
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.persons import check_targets, list_persons, owned_faces, set_person
 from schema.tables import RecognizeJob, Tenant
@@ -62,20 +62,20 @@ class RecognizeRequest(BaseModel):
     parameters: str | None = None
 
 
-@router.post("/person")
+@router.post("/person", responses={200: {"model": answers.PersonSet}})
 def post_person(body: PersonRequest, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request, body.api_key)
     person = set_person(session, tenant.id, body.faces_uuids, body.person_id)
     return {"person_id": person, "faces_uuids": body.faces_uuids}
 
 
-@router.get("/person")
+@router.get("/person", responses={200: {"model": answers.Persons}})
 def get_person(person_id: str, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request)
     return {"persons": list_persons(session, tenant.id, person_id)}
 
 
-@router.post("/recognize", status_code=202)
+@router.post("/recognize", status_code=202, responses={202: {"model": answers.RecognizeAccepted}})
 def post_recognize(body: RecognizeRequest, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request, body.api_key)
     job = create_recognize_job(session, tenant, body.faces_uuids, body.targets, body.parameters)
@@ -92,7 +92,7 @@ def recognize_v2(job: RecognizeJob) -> dict:
     return body
 
 
-@router.get("/recognize/{uid}")
+@router.get("/recognize/{uid}", responses={200: {"model": answers.Recognition}})
 def get_recognize(uid: str, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request)
     return recognize_v2(get_recognize_job(session, tenant, uid))

@@ -18,7 +18,7 @@ from api.uploads import (
     validate_url,
 )
 from facequeue.settings import get_settings
-from schema import wire
+from schema import answers, wire
 from schema.errors import ErrorCode, FacequeueError
 from schema.tables import Face, Image, Tenant
 
@@ -36,7 +36,7 @@ def _accepted(image: Image) -> dict:
     return {"media_uuid": image.uid, "checksum": image.sha256, "status": image.status}
 
 
-@router.post("/media", status_code=202)
+@router.post("/media", status_code=202, responses={202: {"model": answers.MediaAccepted}})
 def post_media(body: MediaRequest, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request, body.api_key)
     settings = get_settings()
@@ -57,7 +57,7 @@ def post_media(body: MediaRequest, request: Request, session: Db) -> dict:
     return _accepted(image)
 
 
-@router.post("/media/file", status_code=202)
+@router.post("/media/file", status_code=202, responses={202: {"model": answers.MediaAccepted}})
 def post_media_file(
     request: Request,
     session: Db,
@@ -85,19 +85,19 @@ def post_media_file(
     return _accepted(image)
 
 
-@router.get("/media/hash/{sha256}")
+@router.get("/media/hash/{sha256}", responses={200: {"model": answers.Media}})
 def get_media_by_hash(sha256: str, request: Request, session: Db, embeddings: bool = False) -> dict:
     tenant = authenticate(session, request)
     return wire.media_v2(get_image_by_checksum(session, tenant, sha256), embeddings=embeddings)
 
 
-@router.get("/media/{uid}")
+@router.get("/media/{uid}", responses={200: {"model": answers.Media}})
 def get_media(uid: str, request: Request, session: Db, embeddings: bool = False) -> dict:
     tenant = authenticate(session, request)
     return wire.media_v2(get_image(session, tenant, uid), embeddings=embeddings)
 
 
-@router.get("/admin/usage")
+@router.get("/admin/usage", responses={200: {"model": answers.Usage}})
 def usage(request: Request, session: Db) -> dict:
     """Per-tenant counts of images, faces and their states. Admin keys only."""
     if not authenticate(session, request).is_admin:

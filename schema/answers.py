@@ -1,0 +1,138 @@
+"""The shapes of the api's answers, for the OpenAPI document (/docs, /redoc) and for tests.
+
+Routes build their answers with `schema.wire`; these models describe them (the integration tests validate
+real answers against them, so the document cannot drift from what the service sends). Extra fields are
+allowed: a client must ignore fields it does not know.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorBody(Answer):
+    code: str = Field(description="one of the error codes in the README, e.g. INVALID_REQUEST")
+    message: str
+
+
+class ErrorEnvelope(Answer):
+    """Every v2 error: the HTTP status and this body."""
+
+    error: ErrorBody
+
+
+class Point(Answer):
+    x: float
+    y: float
+    type: int = Field(description="Betaface point type id (e.g. 512 basic eye left)")
+    name: str
+
+
+class Tag(Answer):
+    name: str
+    value: str
+    confidence: float
+
+
+class Face(Answer):
+    face_uuid: str
+    x: float = Field(description="centre of the box, pixels of the image after EXIF orientation")
+    y: float
+    width: float
+    height: float
+    angle: float = Field(description="in-plane rotation of the eye line, degrees, clockwise positive")
+    detection_score: float
+    points: list[Point]
+    tags: list[Tag]
+    person_id: str | None
+    embedding: list[float] | None = Field(None, description="with ?embeddings=true")
+    embedding_model: str | None = None
+
+
+class MediaAccepted(Answer):
+    media_uuid: str
+    checksum: str | None = Field(description="SHA-256 of the file (null for a URL not fetched yet)")
+    status: str = Field(description="queued, processing, done or error")
+
+
+class Media(Answer):
+    media_uuid: str
+    checksum: str | None
+    status: str
+    error: ErrorBody | None
+    original_filename: str | None
+    width: int | None
+    height: int | None
+    detection_flags: str
+    faces: list[Face]
+    recognize_uuid: str | None
+    quality_checks: list[str] | None
+
+
+class Person(Answer):
+    person_id: str
+    faces_uuids: list[str]
+
+
+class Persons(Answer):
+    persons: list[Person]
+
+
+class PersonSet(Answer):
+    person_id: str | None
+    faces_uuids: list[str]
+
+
+class RecognizeAccepted(Answer):
+    recognize_uuid: str
+
+
+class Match(Answer):
+    face_uuid: str
+    person_id: str | None
+    confidence: float = Field(description="calibrated probability of the same person, 0-1")
+    is_match: bool
+    distance: float | None = None
+
+
+class FaceMatches(Answer):
+    face_uuid: str
+    matches: list[Match]
+
+
+class Recognition(Answer):
+    recognize_uuid: str
+    status: str
+    error: ErrorBody | None
+    results: list[FaceMatches]
+
+
+class Usage(Answer):
+    tenants: dict[str, dict]
+
+
+class V1Answer(Answer):
+    """Betaface v1: always HTTP 200; int_response 0 = ok, 1 = still in the queue, negative = error."""
+
+    int_response: int
+    string_response: str
+
+
+# What every v2 route may answer besides success (v1 routes answer errors on HTTP 200 as V1Answer).
+ERRORS: dict[int | str, dict] = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in {
+        400: "bad input (EMPTY_IMAGE, BAD_BASE64, URL_INVALID, INVALID_PERSON_ID, INVALID_TARGET, …)",
+        401: "UNAUTHORIZED: missing or unknown API key",
+        403: "FORBIDDEN",
+        404: "NOT_FOUND: unknown uid (or another tenant's)",
+        413: "IMAGE_TOO_LARGE, IMAGE_TOO_MANY_PIXELS, URL_TOO_LARGE",
+        415: "NOT_AN_IMAGE",
+        422: "INVALID_REQUEST: malformed JSON, missing fields, bad parameters",
+        500: "INTERNAL_ERROR",
+    }.items()
+}
