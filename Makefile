@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 # Models are fetched once per machine and shared by every checkout and test run.
 export FACEQUEUE_MODEL_DIR ?= $(HOME)/.cache/facequeue/models
 
-.PHONY: serve test lint unit integration accuracy services
+.PHONY: serve test lint unit integration accuracy services system-deps
+
+# Debian packages the tests drive: jq and curl (README examples), docker-compose (compose file check).
+SYSTEM_TOOLS := jq:jq curl:curl docker-compose:docker-compose
 
 $(BIN)/facequeue: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,10 +32,16 @@ lint: $(VENV)/.test-deps
 services:
 	deploy/dev-services.sh
 
-unit: $(VENV)/.test-deps
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+unit: $(VENV)/.test-deps system-deps
 	$(BIN)/python -m pytest tests/unit -q
 
-integration: $(VENV)/.test-deps services
+integration: $(VENV)/.test-deps services system-deps
 	$(BIN)/python -m pytest tests/integration -q
 
 accuracy: $(VENV)/.test-deps

@@ -251,3 +251,16 @@ def test_optional_model_missing_is_not_available_naming_files_and_remedy(
         and "facequeue models fetch minifasnet_v2 minifasnet_v1se --from" in message
     )
     assert "url minifasnet_v2" in no_network, "the upstream URL was tried first"
+
+
+def test_readme_model_table_lists_every_model_with_its_source() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Model pack") : readme.index("## Operations")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    for spec in MODELS.values():
+        row = next((r for r in rows if spec.file in r), None)
+        assert row is not None, f"README model table misses {spec.file}"
+        if spec.package:
+            assert spec.package in row, f"{spec.file}: README source should name {spec.package}"
+        if not spec.default:
+            assert "optional" in row or "only" in row or "not" in row.lower(), spec.file
