@@ -48,6 +48,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from facequeue.cli import worker_command  # noqa: E402
+from schema import answers  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -166,6 +167,7 @@ def wait_for(
     while time.monotonic() < deadline:
         body = client.get(f"/v2/media/{uid}", headers={"X-API-Key": key}).json()
         if body["status"] in until:
+            answers.Media.model_validate(body)  # the documented shape (OpenAPI) is what is sent
             return body
         time.sleep(0.2)
     raise AssertionError(f"media {uid} still {body['status']} after {timeout}s")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from schema import answers
 from tests.integration.conftest import wait_for
 from tests.photos import astronaut, encode, group, hopper
 
@@ -57,6 +58,7 @@ def wait_for_recognition(client, key: str, uid: str) -> dict:  # type: ignore[no
     ):
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    answers.Recognition.model_validate(body)
     return body
 
 
@@ -183,6 +185,7 @@ def test_recognition_targets_are_checked(client, api_key, worker):  # type: igno
         assert response.status_code == 400, response.json()
         return response.json()["error"]
 
+    answers.ErrorEnvelope.model_validate({"error": error(["all@nosuchns"])})
     assert error(["all@nosuchns"]) == {
         "code": "INVALID_TARGET",
         "message": "namespace 'nosuchns' does not exist",
