@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session
 
 from api.deps import Db, authenticate
 from facequeue.settings import get_settings
+from schema import answers
 from schema.blobs import get_blob
+from schema.erase import delete_faces
 from schema.errors import ErrorCode, FacequeueError
 from schema.persons import owned_faces
 from schema.tables import Face, Image
@@ -96,6 +98,14 @@ def get_face_image(
     tenant = authenticate(session, request)
     (face,) = owned_faces(session, tenant.id, [uid])
     return Response(jpeg(face_crop(session, face, aligned, size)), media_type="image/jpeg")
+
+
+@router.delete("/face/{uid}", responses={200: {"model": answers.Deleted}})
+def delete_face(uid: str, request: Request, session: Db) -> dict:
+    """Erase one face: its vectors and index entries (the image and its other faces stay)."""
+    tenant = authenticate(session, request)
+    (face,) = owned_faces(session, tenant.id, [uid])
+    return {"deleted": uid, "faces_deleted": delete_faces(session, tenant.id, Face.uid == face.uid)}
 
 
 class AverageRequest(BaseModel):

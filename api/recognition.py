@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 from api.deps import Db, authenticate, is_uuid
 from facequeue.settings import get_settings
 from schema import answers, wire
+from schema.erase import delete_namespace, delete_persons, list_namespaces
 from schema.errors import ErrorCode, FacequeueError, JobStatus
-from schema.persons import check_targets, list_persons, owned_faces, set_person
+from schema.persons import check_targets, list_persons, owned_faces, parse_person_id, set_person
 from schema.tables import RecognizeJob, Tenant
 from workers.celery_app import enqueue_recognize
 from workers.recognize import parse_parameters
@@ -73,6 +74,39 @@ def post_person(body: PersonRequest, request: Request, session: Db) -> dict:
 def get_person(person_id: str, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request)
     return {"persons": list_persons(session, tenant.id, person_id)}
+
+
+@router.delete("/person", responses={200: {"model": answers.Deleted}})
+def delete_person(person_id: str, request: Request, session: Db, delete_faces: bool = False) -> dict:
+    """Delete a person (`name@ns`) or every person of a namespace (`all@ns`): their faces are unassigned,
+    or erased too with `delete_faces=true`."""
+    tenant = authenticate(session, request)
+    persons, faces = delete_persons(session, tenant.id, parse_person_id(person_id), delete_faces)
+    return {
+        "deleted": person_id,
+        "persons_deleted": persons,
+        "faces_deleted" if delete_faces else "faces_unassigned": faces,
+    }
+
+
+@router.get("/namespaces", responses={200: {"model": answers.Namespaces}})
+def get_namespaces(request: Request, session: Db) -> dict:
+    tenant = authenticate(session, request)
+    return {"namespaces": list_namespaces(session, tenant.id)}
+
+
+@router.delete("/namespaces", responses={200: {"model": answers.Deleted}})
+def delete_namespace_route(namespace: str, request: Request, session: Db, delete_faces: bool = False) -> dict:
+    """Delete a namespace and its persons (`namespace=` empty: the default one); faces as for persons."""
+    tenant = authenticate(session, request)
+    persons, faces = delete_namespace(
+        session, tenant.id, parse_person_id(f"x@{namespace}").namespace, delete_faces
+    )
+    return {
+        "deleted": namespace,
+        "persons_deleted": persons,
+        "faces_deleted" if delete_faces else "faces_unassigned": faces,
+    }
 
 
 @router.post("/recognize", status_code=202, responses={202: {"model": answers.RecognizeAccepted}})

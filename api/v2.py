@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from pydantic import Field
 from sqlalchemy import func, select
 
@@ -19,6 +19,7 @@ from api.uploads import (
 )
 from facequeue.settings import get_settings
 from schema import answers, wire
+from schema.erase import delete_image
 from schema.errors import ErrorCode, FacequeueError
 from schema.tables import Face, Image, Tenant
 
@@ -95,6 +96,43 @@ def get_media_by_hash(sha256: str, request: Request, session: Db, embeddings: bo
 def get_media(uid: str, request: Request, session: Db, embeddings: bool = False) -> dict:
     tenant = authenticate(session, request)
     return wire.media_v2(get_image(session, tenant, uid), embeddings=embeddings)
+
+
+@router.get("/media", responses={200: {"model": answers.MediaList}})
+def list_media(
+    request: Request, session: Db, cursor: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> dict:
+    """The tenant's media, newest first, `limit` per page; pass `next_cursor` back for the next page."""
+    tenant = authenticate(session, request)
+    query = (
+        select(Image).where(Image.tenant_id == tenant.id).order_by(Image.created_at.desc(), Image.uid.desc())
+    )
+    if cursor:
+        after = get_image(session, tenant, cursor)
+        query = query.where(
+            (Image.created_at < after.created_at)
+            | ((Image.created_at == after.created_at) & (Image.uid < after.uid))
+        )
+    page = list(session.execute(query.limit(limit + 1)).scalars())
+    items = [
+        {
+            "media_uuid": image.uid,
+            "status": image.status,
+            "original_filename": image.original_filename,
+            "created_at": image.created_at.isoformat(),
+            "faces": len(image.faces),
+        }
+        for image in page[:limit]
+    ]
+    return {"media": items, "next_cursor": page[limit - 1].uid if len(page) > limit else None}
+
+
+@router.delete("/media/{uid}", responses={200: {"model": answers.Deleted}})
+def delete_media(uid: str, request: Request, session: Db) -> dict:
+    """Erase an image: its bytes (unless another upload has the same bytes), faces, vectors and index entries."""
+    tenant = authenticate(session, request)
+    faces = delete_image(session, get_settings(), get_image(session, tenant, uid))
+    return {"deleted": uid, "faces_deleted": faces}
 
 
 @router.get("/admin/usage", responses={200: {"model": answers.Usage}})

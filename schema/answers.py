@@ -111,6 +111,36 @@ class Recognition(Answer):
     results: list[FaceMatches]
 
 
+class MediaItem(Answer):
+    media_uuid: str
+    status: str
+    original_filename: str | None
+    created_at: str
+    faces: int
+
+
+class MediaList(Answer):
+    media: list[MediaItem]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null on the last")
+
+
+class Deleted(Answer):
+    deleted: str
+    faces_deleted: int | None = None
+    faces_unassigned: int | None = None
+    persons_deleted: int | None = None
+
+
+class NamespaceInfo(Answer):
+    namespace: str
+    persons: int
+    faces: int
+
+
+class Namespaces(Answer):
+    namespaces: list[NamespaceInfo]
+
+
 class Usage(Answer):
     tenants: dict[str, dict]
 

@@ -70,3 +70,13 @@ def drop_blob(session: Session, settings: Settings, sha256: str) -> None:
         _blob_path(settings, sha256).unlink(missing_ok=True)
     blob.data = None
     blob.store = "dropped"
+
+
+def forget_blob(session: Session, settings: Settings, sha256: str) -> None:
+    """Delete the bytes and the row (erasure: the last image using them is gone)."""
+    blob = session.get(Blob, sha256)
+    if blob is None:
+        return
+    if blob.store == "dir":
+        _blob_path(settings, sha256).unlink(missing_ok=True)
+    session.delete(blob)

@@ -194,3 +194,14 @@ class WorkerHeartbeat(Base):
     name: Mapped[str] = mapped_column(String(200), primary_key=True)  # celery node name
     queues: Mapped[str] = mapped_column(String(200))
     last_seen: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class FaceTombstone(Base):
+    """Faces deleted (erasure requests): the vector indexes drop these ids when they next catch up."""
+
+    __tablename__ = "face_tombstones"
+    __table_args__ = (Index("ix_face_tombstones_tenant_deleted", "tenant_id", "deleted_at"),)
+
+    face_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer)
+    deleted_at: Mapped[datetime] = mapped_column(default=utcnow)

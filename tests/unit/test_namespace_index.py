@@ -80,3 +80,16 @@ def test_index_follows_enrolment(session: Session, tmp_path, ann_min_size: int) 
     # A new process opens the saved index and catches up from its sync time.
     reopened = NamespaceIndexes(settings).get(session, 1, 1, MODEL)
     assert len(reopened) == 29
+
+    # Erasure: deleted faces leave the index itself (not only the answers), in this process and a new one.
+    from schema.erase import delete_faces
+
+    gone = uids[1:6]
+    gone_ids = {session.query(Face.id).filter(Face.uid == uid).scalar() for uid in gone}
+    delete_faces(session, 1, Face.uid.in_(gone))
+    session.commit()
+    assert len(indexes.get(session, 1, 1, MODEL)) == 24
+    fresh = NamespaceIndexes(settings).get(session, 1, 1, MODEL)
+    assert len(fresh) == 24
+    found, _ = fresh.search(vectors[1:6], 24)
+    assert not gone_ids & set(found.ravel().tolist())

@@ -2,8 +2,8 @@
 
 Each worker process keeps the indexes it has searched. An index is built from Postgres the first time,
 saved under FACEQUEUE_HOME/indexes and memory-mapped (so processes on one host share its pages), then
-caught up before every search with the faces changed since it was last synced: enrolments are visible to
-the next search, without rebuilding. Catch-up re-reads a window before the last sync, because a
+caught up before every search with the faces changed (or deleted: tombstones) since it was last synced:
+enrolments and erasures are visible to the next search, without rebuilding. Catch-up re-reads a window before the last sync, because a
 transaction that committed late may carry an older updated_at; re-adding a face is idempotent.
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from facequeue.settings import Settings
-from schema.tables import Embedding, Face, Person, utcnow
+from schema.tables import Embedding, Face, FaceTombstone, Person, utcnow
 from workers.recognition.index import VectorIndex
 
 CATCH_UP_OVERLAP = timedelta(minutes=5)
@@ -79,7 +79,15 @@ class NamespaceIndexes:
             query = query.where(Face.updated_at >= _naive_if_sqlite(session, since))
         rows = session.execute(query).all()
         inside = [(face_id, vector) for face_id, ns, vector in rows if ns == namespace_id]
-        outside = np.array([face_id for face_id, ns, _ in rows if ns != namespace_id], dtype=np.int64)
+        gone = [face_id for face_id, ns, _ in rows if ns != namespace_id]
+        if since is not None:  # deleted faces: no row left to read, a tombstone says so
+            gone += session.execute(
+                select(FaceTombstone.face_id).where(
+                    FaceTombstone.tenant_id == tenant_id,
+                    FaceTombstone.deleted_at >= _naive_if_sqlite(session, since),
+                )
+            ).scalars()
+        outside = np.array(gone, dtype=np.int64)
         if len(outside):
             entry.index.remove(outside)
         if inside:
