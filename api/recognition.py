@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import Db, authenticate, is_uuid
+from api.wait import wait_finished
 from facequeue.settings import get_settings
 from schema import answers, wire
 from schema.erase import delete_namespace, delete_persons, list_namespaces
@@ -109,11 +112,31 @@ def delete_namespace_route(namespace: str, request: Request, session: Db, delete
     }
 
 
-@router.post("/recognize", status_code=202, responses={202: {"model": answers.RecognizeAccepted}})
-def post_recognize(body: RecognizeRequest, request: Request, session: Db) -> dict:
-    tenant = authenticate(session, request, body.api_key)
-    job = create_recognize_job(session, tenant, body.faces_uuids, body.targets, body.parameters)
-    return {"recognize_uuid": job.uid}
+@router.post(
+    "/recognize",
+    status_code=202,
+    responses={202: {"model": answers.RecognizeAccepted}, 200: {"model": answers.Recognition}},
+)
+async def post_recognize(
+    body: RecognizeRequest,
+    request: Request,
+    session: Db,
+    wait: float | None = Query(
+        None,
+        ge=0,
+        description="seconds to wait for the result (capped by FACEQUEUE_SYNC_WAIT_S): 200 with the "
+        "finished recognition when done in time, else the usual 202",
+    ),
+) -> JSONResponse:
+    def create() -> RecognizeJob:
+        tenant = authenticate(session, request, body.api_key)
+        return create_recognize_job(session, tenant, body.faces_uuids, body.targets, body.parameters)
+
+    job = await run_in_threadpool(create)
+    if await wait_finished(RecognizeJob, job.uid, wait):
+        await run_in_threadpool(session.refresh, job)
+        return JSONResponse(recognize_v2(job))
+    return JSONResponse({"recognize_uuid": job.uid}, status_code=202)
 
 
 def recognize_v2(job: RecognizeJob) -> dict:

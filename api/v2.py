@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import Db, authenticate
 from api.uploads import (
@@ -17,6 +20,7 @@ from api.uploads import (
     get_image_by_checksum,
     validate_url,
 )
+from api.wait import wait_finished
 from facequeue.settings import get_settings
 from schema import answers, wire
 from schema.erase import delete_image
@@ -37,53 +41,87 @@ def _accepted(image: Image) -> dict:
     return {"media_uuid": image.uid, "checksum": image.sha256, "status": image.status}
 
 
-@router.post("/media", status_code=202, responses={202: {"model": answers.MediaAccepted}})
-def post_media(body: MediaRequest, request: Request, session: Db) -> dict:
-    tenant = authenticate(session, request, body.api_key)
-    settings = get_settings()
-    url_field, url = ("file_uri", body.file_uri) if body.file_uri else ("url", body.url)
-    b64_field, encoded = ("file_base64", body.file_base64) if body.file_base64 else ("base64", body.base64)
-    if bool(url) == bool(encoded):
-        raise FacequeueError(ErrorCode.INVALID_REQUEST, "send exactly one of file_uri and file_base64")
-    image = create_image_job(
-        session,
-        settings,
-        tenant,
-        data=decode_base64(encoded, b64_field) if encoded else None,
-        url=validate_url(url, settings, url_field) if url else None,
-        detection_flags=body.detection_flags,
-        original_filename=body.original_filename or url,
-        options=body.options(),
-    )
-    return _accepted(image)
+WAIT = Query(
+    None,
+    ge=0,
+    description="seconds to wait for the result (capped by FACEQUEUE_SYNC_WAIT_S): 200 with the finished "
+    "media when done in time, else the usual 202; the job stays queued and pollable either way",
+)
 
 
-@router.post("/media/file", status_code=202, responses={202: {"model": answers.MediaAccepted}})
-def post_media_file(
+async def answer_media(session: Session, image: Image, wait: float | None) -> JSONResponse:
+    """202 accepted at once; with `wait`, the finished media (200, as the poll) if the job ends in time."""
+    if await wait_finished(Image, image.uid, wait):
+        await run_in_threadpool(session.refresh, image)
+        return JSONResponse(await run_in_threadpool(wire.media_v2, image))
+    return JSONResponse(_accepted(image), status_code=202)
+
+
+@router.post(
+    "/media",
+    status_code=202,
+    responses={202: {"model": answers.MediaAccepted}, 200: {"model": answers.Media}},
+)
+async def post_media(
+    body: MediaRequest, request: Request, session: Db, wait: float | None = WAIT
+) -> JSONResponse:
+    def create() -> Image:
+        tenant = authenticate(session, request, body.api_key)
+        settings = get_settings()
+        url_field, url = ("file_uri", body.file_uri) if body.file_uri else ("url", body.url)
+        b64_field, encoded = (
+            ("file_base64", body.file_base64) if body.file_base64 else ("base64", body.base64)
+        )
+        if bool(url) == bool(encoded):
+            raise FacequeueError(ErrorCode.INVALID_REQUEST, "send exactly one of file_uri and file_base64")
+        return create_image_job(
+            session,
+            settings,
+            tenant,
+            data=decode_base64(encoded, b64_field) if encoded else None,
+            url=validate_url(url, settings, url_field) if url else None,
+            detection_flags=body.detection_flags,
+            original_filename=body.original_filename or url,
+            options=body.options(),
+        )
+
+    return await answer_media(session, await run_in_threadpool(create), wait)
+
+
+@router.post(
+    "/media/file",
+    status_code=202,
+    responses={202: {"model": answers.MediaAccepted}, 200: {"model": answers.Media}},
+)
+async def post_media_file(
     request: Request,
     session: Db,
     form: Annotated[UploadOptions, Form()],
     file: UploadFile = File(...),
-) -> dict:
+    wait: float | None = WAIT,
+) -> JSONResponse:
     """Multipart upload: the file plus the same options as the JSON route, as form fields."""
-    tenant = authenticate(session, request, form.api_key)
-    settings = get_settings()
-    data = file.file.read(settings.max_upload_bytes + 1)
-    if len(data) > settings.max_upload_bytes:
-        size = f"{file.size} bytes" if file.size else f"more than {settings.max_upload_bytes} bytes"
-        raise FacequeueError(
-            ErrorCode.IMAGE_TOO_LARGE, f"file is {size}; the limit is {settings.max_upload_bytes}"
+
+    def create() -> Image:
+        tenant = authenticate(session, request, form.api_key)
+        settings = get_settings()
+        data = file.file.read(settings.max_upload_bytes + 1)
+        if len(data) > settings.max_upload_bytes:
+            size = f"{file.size} bytes" if file.size else f"more than {settings.max_upload_bytes} bytes"
+            raise FacequeueError(
+                ErrorCode.IMAGE_TOO_LARGE, f"file is {size}; the limit is {settings.max_upload_bytes}"
+            )
+        return create_image_job(
+            session,
+            settings,
+            tenant,
+            data=data,
+            detection_flags=form.detection_flags,
+            original_filename=form.original_filename or file.filename,
+            options=form.options(),
         )
-    image = create_image_job(
-        session,
-        settings,
-        tenant,
-        data=data,
-        detection_flags=form.detection_flags,
-        original_filename=form.original_filename or file.filename,
-        options=form.options(),
-    )
-    return _accepted(image)
+
+    return await answer_media(session, await run_in_threadpool(create), wait)
 
 
 @router.get("/media/hash/{sha256}", responses={200: {"model": answers.Media}})

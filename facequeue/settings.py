@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     max_attempts: int = 5
     callback_max_attempts: int = 6
 
+    # Synchronous answers (`?wait=`, the vendor adapters): the longest a request waits for its job before
+    # answering "accepted" (v2) or the vendor's timeout error; the job stays queued and pollable.
+    sync_wait_s: float = 30.0
+    # Without Redis (embedded SQLite): how often the api's one shared watcher looks for commits.
+    wait_check_interval_s: float = 0.05
+
     # quality_checks thresholds, overriding workers.pipeline.quality_checks.QualityThresholds defaults,
     # e.g. FACEQUEUE_QUALITY_THRESHOLDS='{"min_face_px": 100, "max_yaw": 20}'.
     quality_thresholds: dict[str, float] = Field(default_factory=dict)

@@ -22,7 +22,7 @@ from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.flags import parse_flags
 from schema.persons import set_person
 from schema.tables import Embedding, Face, Image, RecognizeJob
-from workers import jobs
+from workers import jobs, notify
 from workers.celery_app import app, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
 from workers.pipeline.decode import DecodedImage, decode_image
@@ -136,6 +136,8 @@ def run_job(
             return "superseded"  # our lease expired and a newer attempt owns the job
         after_commit = store(session, job, outcome, error)
         status = job.status
+    if status in (JobStatus.DONE, JobStatus.ERROR):
+        notify.job_finished(uid)  # committed: a waiting api request may answer now
     for action in after_commit:
         action()
     return status
