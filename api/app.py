@@ -6,7 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
 from api import faces, recognition, v1, v2
+from api.vendors import betaface_xml
 from facequeue.settings import get_settings
 from schema import answers
 from schema.db import get_engine
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 V1_PREFIXES = ("/v1/", "/service_json.svc/")
 
 
-def error_response(request: Request, code: ErrorCode, message: str | None = None) -> JSONResponse:
+def error_response(request: Request, code: ErrorCode, message: str | None = None) -> Response:
     message = message or code.message
+    if request.url.path.startswith(betaface_xml.PREFIX + "/"):
+        return betaface_xml.error_response(request.url.path, code, message)
     if request.url.path.startswith(V1_PREFIXES):  # Betaface clients read int_response, on HTTP 200
         return JSONResponse({"int_response": code.v1, "string_response": message})
     return JSONResponse({"error": {"code": code.name, "message": message}}, status_code=code.http_status)
@@ -104,21 +107,21 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
 
     @app.exception_handler(FacequeueError)
-    def on_facequeue_error(request: Request, exc: FacequeueError) -> JSONResponse:
+    def on_facequeue_error(request: Request, exc: FacequeueError) -> Response:
         return error_response(request, exc.code, exc.message)
 
     @app.exception_handler(RequestValidationError)
-    def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
         details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         return error_response(request, ErrorCode.INVALID_REQUEST, details or None)
 
     @app.exception_handler(StarletteHTTPException)
-    def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
         return error_response(request, code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    def on_unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return error_response(request, ErrorCode.INTERNAL_ERROR)
 

@@ -18,6 +18,7 @@ from api.uploads import (
     get_image_by_checksum,
     validate_url,
 )
+from api.vendors import betaface_xml
 from facequeue.settings import get_settings
 from schema import wire
 
@@ -83,6 +84,7 @@ def register(router: APIRouter) -> None:
 
 
 def make_routers() -> list[APIRouter]:
+    """The JSON functions under /v1 and /service_json.svc, and the same functions as XML under /service.svc."""
     routers = []
     for prefix in ("/v1", "/service_json.svc"):
         router = APIRouter(prefix=prefix, tags=["v1 (Betaface)"], include_in_schema=prefix == "/v1")
@@ -90,4 +92,5 @@ def make_routers() -> list[APIRouter]:
         recognition.register_v1(router)
         faces.register_v1(router)
         routers.append(router)
+    routers.append(betaface_xml.make_router(routers[0].routes))
     return routers
