@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
 from api import faces, recognition, v1, v2
-from api.vendors import betaface_xml
+from api.vendors import betaface_xml, liveness, sightcorp
 from facequeue.settings import get_settings
 from schema import answers
 from schema.db import get_engine
@@ -30,8 +30,13 @@ V1_PREFIXES = ("/v1/", "/service_json.svc/")
 
 def error_response(request: Request, code: ErrorCode, message: str | None = None) -> Response:
     message = message or code.message
-    if request.url.path.startswith(betaface_xml.PREFIX + "/"):
-        return betaface_xml.error_response(request.url.path, code, message)
+    path = request.url.path
+    if path.startswith(betaface_xml.PREFIX + "/"):
+        return betaface_xml.error_response(path, code, message)
+    if path.startswith(sightcorp.PREFIX):  # e.g. a GET: Sightcorp's 1200 "not a POST request"
+        return sightcorp.error_for(code, message)
+    if path.startswith(liveness.PREFIX):
+        return liveness.error_response(code, message)
     if request.url.path.startswith(V1_PREFIXES):  # Betaface clients read int_response, on HTTP 200
         return JSONResponse({"int_response": code.v1, "string_response": message})
     return JSONResponse({"error": {"code": code.name, "message": message}}, status_code=code.http_status)
@@ -103,6 +108,9 @@ def create_app() -> FastAPI:
         app.include_router(router, dependencies=DOCUMENTED_KEYS, responses={200: {"model": answers.V1Answer}})
     for router in (v2.router, recognition.router, faces.router):
         app.include_router(router, dependencies=DOCUMENTED_KEYS, responses=answers.ERRORS)
+    # Vendor adapters answer in their vendor's shapes (their own errors too).
+    app.include_router(liveness.router)
+    app.include_router(sightcorp.router)
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
 

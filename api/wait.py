@@ -23,9 +23,11 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import redis
 from sqlalchemy import Connection, Engine, select, text, union_all
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from facequeue.settings import get_settings
@@ -203,3 +205,17 @@ async def wait_finished(model: type[Image] | type[RecognizeJob], uid: str, secon
             return False
         finally:
             waiters.remove(uid, future)
+
+
+async def create_and_wait(
+    session: Session, create: Callable[[], Image], seconds: float | None = None
+) -> tuple[Image, bool]:
+    """Create an image job (in a worker thread: it touches the database), then wait for it: the
+    synchronous vendors' one path. Returns the job (refreshed when finished) and whether it finished."""
+    image = await run_in_threadpool(create)
+    finished = await wait_finished(
+        Image, image.uid, get_settings().sync_wait_s if seconds is None else seconds
+    )
+    if finished:
+        await run_in_threadpool(session.refresh, image)
+    return image, finished
