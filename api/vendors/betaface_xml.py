@@ -46,6 +46,28 @@ FUNCTIONS: dict[str, tuple[str, str]] = {
     "GetFaceImage": ("FaceRequestId", "BetafaceFaceImageResponse"),
     "Transform_Faces": ("FacesTransformRequest", "BetafaceTransformResponse"),
 }
+# (vendor field, status, how) for the README's compatibility table (tests check the README against it).
+FIELDS = [
+    *(
+        (f"{function} ({request} → {response})", "supported", "the JSON function's own handler")
+        for function, (request, response) in FUNCTIONS.items()
+        if function not in ("Faces_SetPerson", "Transform_Faces")
+    ),
+    ("Faces_SetPerson (→ BetafaceResponse)", "supported", "root element names not shown in the reference"),
+    (
+        "Transform_Faces (→ BetafaceTransformResponse)",
+        "mapped",
+        "action 0 (average face) only; names not shown in the reference",
+    ),
+    ("arrays (guid / string items, Arrays namespace)", "supported", "any item name and namespace is read"),
+    ("i:nil", "supported", "read in requests, written for empty values"),
+    ("group_results", "not available", "accepted and ignored: persons are always answered per person"),
+    (
+        "GetImageInfo faces: age, gender, … as FaceInfo members",
+        "mapped",
+        "as TagInfo items, as the JSON flavour",
+    ),
+]
 # JSON list field → the element name of each item.
 ITEMS = {
     "faces": "FaceInfo",

@@ -70,7 +70,7 @@ FIELDS = [
     ("sessionId", "supported", "echoed in every answer"),
     ("faceImageBase (request)", "supported", "base64 (data URI too) or an http(s) URL fetched by a worker"),
     ("returnFaceImage", "supported", "adds faceImageBase: the face box grown by 25 %, JPEG"),
-    ("hasError", "supported", ""),
+    ("hasError", "supported", "true with `error` on any failure"),
     ("face.age", "supported", "age model, years"),
     (
         "face.gender",

@@ -1,0 +1,3 @@
+from api.vendors import compatibility_markdown
+
+print(compatibility_markdown())
