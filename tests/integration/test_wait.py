@@ -7,10 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
+from api.wait import hub
 from facequeue.settings import get_settings
-from schema.db import get_engine
 from tests.integration.conftest import wait_for
 from tests.photos import astronaut, encode, hopper
 
@@ -85,7 +85,7 @@ def test_fifty_concurrent_sync_calls_on_two_workers(client, api_key, workers, wo
     def record(_conn, _cursor, statement, *_):  # type: ignore[no-untyped-def]
         statements.append(statement)
 
-    event.listen(get_engine(), "before_cursor_execute", record)
+    event.listen(Engine, "before_cursor_execute", record)  # every engine of this (the api's) process
 
     def call(data: bytes):  # type: ignore[no-untyped-def]
         return client.post(
@@ -94,18 +94,27 @@ def test_fifty_concurrent_sync_calls_on_two_workers(client, api_key, workers, wo
             headers={"X-API-Key": api_key},
         )
 
+    waiters, _ = hub()
+    peak = 0
     started = time.monotonic()
     try:
         with ThreadPoolExecutor(50) as pool:
-            answers = list(pool.map(call, images))
+            pending = [pool.submit(call, data) for data in images]
+            while not all(f.done() for f in pending):  # how many calls wait at once
+                peak = max(peak, len(waiters.uids()))
+                time.sleep(0.05)
+            answers = [f.result() for f in pending]
     finally:
-        event.remove(get_engine(), "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
         second.stop()
     elapsed = time.monotonic() - started
+    assert peak >= 25, f"only {peak} calls waited at the same time"
     assert [a.status_code for a in answers] == [200] * 50, [a.text for a in answers if a.status_code != 200]
     assert all(a.json()["status"] == "done" and len(a.json()["faces"]) == 1 for a in answers)
     assert len({a.json()["media_uuid"] for a in answers}) == 50
     # No polling loop: the api's queries per call are a fixed handful (auth, store, enqueue, one status
     # check, one final read), however long the calls waited (seconds, in line behind 49 others).
     per_call = len(statements) / 50
-    assert elapsed > 2 and per_call < 25, (elapsed, per_call)
+    assert 3 <= per_call < 25, (elapsed, per_call, statements[:30])
+    status_checks = [s for s in statements if s.lstrip().startswith("SELECT images.status")]
+    assert len(status_checks) == 50, "one status check per waiting call, then only the notification"
