@@ -17,13 +17,12 @@ from typing import Any
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError
 from defusedxml.ElementTree import fromstring as parse_xml
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import db
+from api.deps import Db
 from facequeue.settings import get_settings
 from schema.errors import ErrorCode, FacequeueError
 
@@ -157,7 +156,7 @@ def error_response(path: str, code: ErrorCode, message: str) -> Response:
 
 
 def _route(name: str, model: type[BaseModel], handler: Callable[..., dict], response_type: str) -> Callable:
-    async def endpoint(request: Request, session: Session = Depends(db)) -> Response:
+    async def endpoint(request: Request, session: Db) -> Response:
         settings = get_settings()
         uploads = name.startswith("UploadNewImage")
         limit = settings.max_upload_bytes * 4 // 3 + 64 * 1024 if uploads else SMALL_REQUEST_BYTES

@@ -21,12 +21,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import authenticate, db
+from api.deps import Db, authenticate
 from api.faces import face_crop, jpeg
-from api.uploads import create_image_job, decode_base64
+from api.uploads import create_image_job, decode_base64, validate_url
 from api.wait import create_and_wait
 from facequeue.settings import get_settings
 from schema import wire
@@ -179,8 +178,8 @@ def _key(credentials: HTTPBasicCredentials | None) -> str | None:
 @router.post(PREFIX + "detect")
 async def detect(
     request: Request,
+    session: Db,
     credentials: HTTPBasicCredentials | None = Depends(basic),
-    session: Session = Depends(db),
 ) -> JSONResponse:
     session_id = None
     try:
@@ -195,12 +194,13 @@ async def detect(
 
         def create() -> Image:
             tenant = authenticate(session, request, _key(credentials))
+            settings = get_settings()
             return create_image_job(
                 session,
-                get_settings(),
+                settings,
                 tenant,
-                data=None if is_url else decode_base64(source),
-                url=source if is_url else None,
+                data=None if is_url else decode_base64(source, "faceImageBase"),
+                url=validate_url(source, settings, "faceImageBase") if is_url else None,
                 detection_flags=FLAGS,
                 original_filename=source if is_url else None,
                 options={"quality_checks": True},

@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.deps import authenticate, db
-from api.uploads import create_image_job
+from api.deps import Db, authenticate
+from api.uploads import create_image_job, validate_url
 from api.wait import create_and_wait
 from facequeue.settings import get_settings
 from schema import wire
@@ -166,7 +165,7 @@ def image_answer(image: Image) -> JSONResponse:
 
 @router.post(PREFIX + "/")
 @router.post(PREFIX, include_in_schema=False)
-async def detect(request: Request, session: Session = Depends(db)) -> JSONResponse:
+async def detect(request: Request, session: Db) -> JSONResponse:
     try:
         try:
             form = await request.form()
@@ -188,7 +187,7 @@ async def detect(request: Request, session: Session = Depends(db)) -> JSONRespon
                 settings,
                 tenant,
                 data=data,
-                url=None if data is not None else str(url),
+                url=None if data is not None else validate_url(str(url), settings, "url"),
                 detection_flags=FLAGS,
                 original_filename=img.filename if isinstance(img, UploadFile) else str(url),
             )
