@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from tests.integration.conftest import ROOT
-from tests.photos import astronaut, encode
+from tests.photos import astronaut, encode, hopper
 
 
 def free_port() -> int:
@@ -99,6 +99,18 @@ def test_serve_on_a_fresh_home(tmp_path: Path) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.5)
         assert body["status"] == "done" and len(body["faces"]) == 1, body
+        # A synchronous answer on the embedded default (SQLite: the api's shared data_version watcher).
+        synced = httpx.post(
+            f"{base}/v2/media/file?wait=60",
+            files={"file": ("hopper.jpg", encode(hopper()))},
+            headers=headers,
+            timeout=90,
+        )
+        assert synced.status_code == 200 and synced.json()["status"] == "done", synced.text
+        assert (
+            synced.json()
+            == httpx.get(f"{base}/v2/media/{synced.json()['media_uuid']}", headers=headers).json()
+        )
         assert httpx.get(f"{base}/docs").status_code == 200
     finally:
         children = descendants(serve.pid)
