@@ -20,12 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import redis
+import redis.client
 from sqlalchemy import Connection, Engine, select, text, union_all
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +41,7 @@ from workers import notify
 
 log = logging.getLogger(__name__)
 FINISHED = (JobStatus.DONE, JobStatus.ERROR)
+LISTENER_NAME = "facequeue-wait-{pid}"  # visible in Redis CLIENT LIST
 
 
 class Waiters:
@@ -94,6 +98,19 @@ def finished_uids(connection: Connection, uids: list[str]) -> set[str]:
     return set(connection.execute(query).scalars())
 
 
+class _PubSub(redis.client.PubSub):
+    """redis-py reconnects and resubscribes by itself after a lost connection; messages published
+    meanwhile are gone, so every waiter re-checks its job then."""
+
+    def __init__(self, client: redis.Redis, on_reconnect: Callable[[], None]) -> None:
+        super().__init__(client.connection_pool, ignore_subscribe_messages=True)
+        self._on_reconnect = on_reconnect
+
+    def on_connect(self, connection: Any) -> None:
+        super().on_connect(connection)
+        self._on_reconnect()
+
+
 class RedisListener(threading.Thread):
     def __init__(self, waiters: Waiters) -> None:
         super().__init__(name="facequeue-wait-redis", daemon=True)
@@ -105,11 +122,14 @@ class RedisListener(threading.Thread):
         while True:
             try:
                 client = redis.Redis.from_url(
-                    notify.redis_url(), socket_connect_timeout=2, health_check_interval=30
+                    notify.redis_url(),
+                    socket_connect_timeout=2,
+                    health_check_interval=30,
+                    client_name=LISTENER_NAME.format(pid=os.getpid()),
                 )
-                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub = _PubSub(client, self.waiters.wake_all)
                 pubsub.subscribe(notify.channel())
-                if self.ready.is_set():  # a reconnection: messages may have been lost meanwhile
+                if self.ready.is_set():  # a new client after a failure: the same
                     self.waiters.wake_all()
                 self.ready.set()
                 backoff = 0.5

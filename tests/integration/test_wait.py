@@ -118,3 +118,52 @@ def test_fifty_concurrent_sync_calls_on_two_workers(client, api_key, workers, wo
     assert 3 <= per_call < 25, (elapsed, per_call, statements[:30])
     status_checks = [s for s in statements if s.lstrip().startswith("SELECT images.status")]
     assert len(status_checks) == 50, "one status check per waiting call, then only the notification"
+
+
+def test_waits_survive_a_lost_subscription(client, api_key, worker):  # type: ignore[no-untyped-def]
+    """Redis drops the api's pub/sub connection while calls wait: the listener reconnects, every waiter
+    re-checks its job once, and the calls still answer with the result."""
+    import os
+
+    import redis
+
+    from api.wait import LISTENER_NAME
+    from tests.integration.conftest import REDIS_URL
+
+    waiters, _ = hub()  # the listener is subscribed
+    rechecks = []
+    wake_all = waiters.wake_all
+
+    def counted() -> None:
+        rechecks.append(len(waiters.uids()))
+        wake_all()
+
+    waiters.wake_all = counted  # type: ignore[method-assign]
+    server = redis.Redis.from_url(REDIS_URL)
+    name = LISTENER_NAME.format(pid=os.getpid())
+
+    def call(i: int):  # type: ignore[no-untyped-def]
+        rgb = hopper().copy()
+        rgb[0, 0] = (i, 3, 5)
+        return client.post(
+            "/v2/media?wait=60",
+            json={"file_base64": b64(encode(rgb, "PNG")), "detection_flags": "bestface"},
+            headers={"X-API-Key": api_key},
+        )
+
+    with ThreadPoolExecutor(4) as pool:
+        pending = [pool.submit(call, i) for i in range(4)]
+        time.sleep(0.3)
+        ours = [c for c in server.client_list() if c.get("name") == name]
+        assert ours, "the listener's connection is named"
+        for connection in ours:  # only this process's listener, never another's
+            server.client_kill_filter(_id=connection["id"])
+        answers = [f.result(timeout=90) for f in pending]
+    waiters.wake_all = wake_all  # type: ignore[method-assign]
+    assert rechecks, "the reconnection made the waiters re-check their jobs"
+    assert [a.status_code for a in answers] == [200] * 4
+    assert all(a.json()["status"] == "done" for a in answers)
+    deadline = time.monotonic() + 10
+    while not [c for c in server.client_list() if c.get("name") == name]:
+        assert time.monotonic() < deadline, "the listener reconnected"
+        time.sleep(0.2)
