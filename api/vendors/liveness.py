@@ -175,7 +175,16 @@ def _key(credentials: HTTPBasicCredentials | None) -> str | None:
     return credentials.password or credentials.username
 
 
-@router.post(PREFIX + "detect")
+@router.post(
+    PREFIX + "detect",
+    summary="Liveness API face detect (drop-in)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": DetectRequest.model_json_schema()}},
+        }
+    },
+)
 async def detect(
     request: Request,
     session: Db,

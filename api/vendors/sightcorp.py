@@ -163,7 +163,30 @@ def image_answer(image: Image) -> JSONResponse:
     )
 
 
-@router.post(PREFIX + "/")
+FORM_SCHEMA = {
+    "type": "object",
+    "required": ["app_key"],
+    "properties": {
+        "app_key": {"type": "string", "description": "an API key"},
+        "img": {"type": "string", "format": "binary", "description": "the image (or send url)"},
+        "url": {"type": "string", "description": "URL of the image (or send img)"},
+    },
+}
+
+
+@router.post(
+    PREFIX + "/",
+    summary="Sightcorp F.A.C.E. detect (drop-in)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": FORM_SCHEMA},
+                "application/x-www-form-urlencoded": {"schema": FORM_SCHEMA},
+            },
+        }
+    },
+)
 @router.post(PREFIX, include_in_schema=False)
 async def detect(request: Request, session: Db) -> JSONResponse:
     try:
