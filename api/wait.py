@@ -120,6 +120,7 @@ class RedisListener(threading.Thread):
     def run(self) -> None:
         backoff = 0.5
         while True:
+            pubsub = None
             try:
                 client = redis.Redis.from_url(
                     notify.redis_url(),
@@ -139,6 +140,9 @@ class RedisListener(threading.Thread):
                         self.waiters.wake(message["data"].decode())
             except Exception:
                 log.warning("wait listener lost Redis; reconnecting", exc_info=True)
+                if pubsub is not None:
+                    with contextlib.suppress(Exception):
+                        pubsub.close()
                 time.sleep(backoff)
                 backoff = min(10.0, backoff * 2)
 
@@ -168,6 +172,7 @@ class DatabaseWatcher(threading.Thread):
                             self.queries += 1
                             for uid in finished_uids(connection, self.waiters.uids()):
                                 self.waiters.wake(uid)
+                        connection.rollback()  # never an open transaction between ticks (Postgres)
                         time.sleep(self.interval)
             except Exception:
                 log.warning("wait watcher failed; restarting", exc_info=True)
