@@ -9,7 +9,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 from fastapi_offline import FastAPIOffline
+from kombu.exceptions import OperationalError as BrokerError
 from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as db_errors
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -26,6 +30,17 @@ from workers.heartbeat import alive_workers
 
 log = logging.getLogger(__name__)
 V1_PREFIXES = ("/v1/", "/service_json.svc/")
+RETRY_AFTER_S = 2
+# A passing outage of the database or the broker: the client should retry, it is not a bug.
+OUTAGES = (
+    db_errors.OperationalError,
+    db_errors.InterfaceError,
+    db_errors.TimeoutError,
+    db_errors.DisconnectionError,
+    BrokerError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
 
 
 def error_response(request: Request, code: ErrorCode, message: str | None = None) -> Response:
@@ -127,6 +142,15 @@ def create_app() -> FastAPI:
     def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
         return error_response(request, code, str(exc.detail))
+
+    def on_outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s answered 503: %s: %s", request.url.path, type(exc).__name__, exc)
+        response = error_response(request, ErrorCode.SERVICE_UNAVAILABLE)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, on_outage)
 
     @app.exception_handler(Exception)
     def on_unexpected(request: Request, exc: Exception) -> Response:

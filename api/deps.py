@@ -11,13 +11,15 @@ from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from schema.db import session_scope
+from facequeue.settings import get_settings
+from schema.db import connect, session_scope
 from schema.errors import ErrorCode, FacequeueError
 from schema.tables import ApiKey, Tenant
 
 
 def db() -> Iterator[Session]:
     with session_scope() as session:
+        connect(session, get_settings().outage_wait_s)  # a restarting database: wait a moment, not 500
         yield session
 
 

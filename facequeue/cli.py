@@ -95,6 +95,10 @@ def worker_command(extra: list[str]) -> list[str]:
         "images,recognize,callbacks",
         "--loglevel",
         "INFO",
+        # Gossip and mingle only share state between workers, which ours never need; gossip's restart
+        # after a broker reconnect is what failed with AttributeError ('NoneType' ... 'hostname').
+        "--without-gossip",
+        "--without-mingle",
         *extra,
     ]
 

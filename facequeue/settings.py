@@ -53,12 +53,15 @@ class Settings(BaseSettings):
     blob_dir: Path | None = None
     keep_originals: bool = True  # False: drop the original bytes once processed
 
-    # Job durability.
-    job_lease_s: int = 300  # a `processing` job older than this is presumed dead and re-enqueued
-    requeue_queued_after_s: int = 600  # a `queued` job untouched this long gets its message re-sent
-    reaper_interval_s: int = 30
+    # Job durability. A running job renews its lease every job_lease_s / 3 (heartbeat), so a long job is
+    # never taken for dead; a lease that lapses means the worker died and the reaper re-sends the job.
+    job_lease_s: int = 30
+    requeue_queued_after_s: int = 30  # a `queued` job untouched this long whose message is missing is re-sent
+    reaper_interval_s: int = 10
     max_attempts: int = 5
-    callback_max_attempts: int = 6
+    callback_max_attempts: int = 6  # then the callback is `failed` (backoff 10 s, 20 s, ... between tries)
+    # How long a request waits for a restarting database to answer before it gives up with 503.
+    outage_wait_s: float = 3.0
 
     # Synchronous answers (`?wait=`, the vendor adapters): the longest a request waits for its job before
     # answering "accepted" (v2) or the vendor's timeout error; the job stays queued and pollable.

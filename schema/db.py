@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
+from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from facequeue.settings import get_settings
@@ -27,7 +30,8 @@ def get_engine(url: str | None = None) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # pre-ping: a pooled connection that a database restart cut is replaced before it is handed out.
+    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=10)
 
 
 @lru_cache
@@ -47,3 +51,45 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_outage(error: BaseException) -> bool:
+    """The database is away or restarting (connection refused or cut, pool exhausted), not a bad query."""
+    if isinstance(error, exc.DBAPIError):
+        return error.connection_invalidated or isinstance(error, exc.OperationalError | exc.InterfaceError)
+    return isinstance(error, exc.TimeoutError | exc.DisconnectionError)
+
+
+def retry_outage(action: Callable[[], T], within_s: float) -> T:
+    """Run `action` (a whole transaction), again with backoff while the database is away, for `within_s`."""
+    deadline, delay = time.monotonic() + within_s, 0.1
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not is_outage(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, delay)
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+
+
+def connect(session: Session, within_s: float) -> None:
+    """Open the session's connection now, waiting up to `within_s` for a restarting database.
+
+    Safe to retry because nothing has been done yet; a request that then loses the database halfway
+    answers 503 instead (see api/app.py).
+    """
+
+    def attempt() -> None:
+        try:
+            session.connection()
+        except Exception:
+            session.rollback()
+            raise
+
+    retry_outage(attempt, within_s)

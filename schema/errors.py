@@ -32,6 +32,7 @@ class ErrorCode(Enum):
     FACE_HAS_NO_EMBEDDING = (-32, 422, "face has no embedding for this profile")
     PROCESSING_FAILED = (-40, 500, "processing failed repeatedly")
     NOT_AVAILABLE = (-50, 501, "feature not available in this build")
+    SERVICE_UNAVAILABLE = (-60, 503, "the database or the queue is briefly unavailable; retry shortly")
 
     @property
     def v1(self) -> int:

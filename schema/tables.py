@@ -74,6 +74,7 @@ class Image(Base):
         UniqueConstraint("tenant_id", "dedupe_key", name="uq_images_tenant_dedupe"),
         Index("ix_images_status_updated", "status", "updated_at"),
         Index("ix_images_tenant_sha", "tenant_id", "sha256"),
+        Index("ix_images_callback_due", "callback_status", "callback_next_at"),
     )
 
     uid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uid)
@@ -101,6 +102,8 @@ class Image(Base):
     callback_status: Mapped[str | None] = mapped_column(String(12), nullable=True)  # pending|sent|failed
     callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
     callback_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # When the callback is next due (the outbox, workers/callbacks.py); NULL until the job finishes.
+    callback_next_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
     faces: Mapped[list[Face]] = relationship(
         back_populates="image", order_by="Face.index", cascade="all, delete-orphan"

@@ -27,14 +27,28 @@ def make_celery() -> Celery:
             "facequeue.recognize": {"queue": RECOGNIZE_QUEUE},
             "facequeue.deliver_callback": {"queue": CALLBACKS_QUEUE},
         },
+        # A broker restart never ends a worker: reconnect forever (the default gives up after 100 tries).
+        broker_connection_retry=True,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        # A task running when the broker connection drops finishes and stores its result; its message may
+        # come again later, which is harmless (a finished job cannot be claimed again).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         # Publishing must not hang an upload: the job row is already committed, the reaper re-sends.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
         worker_send_task_events=True,  # Flower shows tasks live
     )
     if app.conf.broker_url.startswith("redis"):
-        # An unacknowledged message is redelivered after this long; longer than any task may run.
-        app.conf.broker_transport_options = {"visibility_timeout": max(3600, 2 * settings.job_lease_s)}
+        app.conf.broker_transport_options = {
+            # An unacknowledged message is redelivered after this long. Dead workers are found sooner by
+            # their job leases (the reaper), so this is only a last resort and must exceed any task.
+            "visibility_timeout": 3600,
+            # Notice a dead or restarted Redis within seconds instead of hanging on a half-open socket.
+            "health_check_interval": 10,
+            "socket_keepalive": True,
+            "socket_connect_timeout": 5,
+            "socket_timeout": 30,
+        }
     return app
 
 
@@ -49,5 +63,5 @@ def enqueue_recognize(uid: str) -> None:
     app.send_task("facequeue.recognize", args=[uid], queue=RECOGNIZE_QUEUE)
 
 
-def enqueue_callback(uid: str, countdown: float = 0) -> None:
-    app.send_task("facequeue.deliver_callback", args=[uid], queue=CALLBACKS_QUEUE, countdown=countdown)
+def enqueue_callback(uid: str) -> None:
+    app.send_task("facequeue.deliver_callback", args=[uid], queue=CALLBACKS_QUEUE)

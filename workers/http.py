@@ -112,9 +112,9 @@ def download(url: str, settings: Settings) -> bytes:
         raise FacequeueError(ErrorCode.URL_UNREACHABLE, f"{type(exc).__name__}: {exc}") from exc
 
 
-def post_json(url: str, payload: dict, settings: Settings) -> int:
+def post_json(url: str, payload: dict, settings: Settings, headers: dict[str, str] | None = None) -> int:
     """POST a callback; returns the status code. Redirects are not followed for callbacks."""
     with httpx.Client(timeout=httpx.Timeout(settings.url_timeout_s)) as client:
-        response = _pinned_request(client, "POST", url, settings, json=payload)
+        response = _pinned_request(client, "POST", url, settings, json=payload, headers=headers or {})
         response.close()
         return response.status_code

@@ -2,41 +2,96 @@
 
 A job is claimed with one conditional UPDATE (queued, or processing with an expired lease); the attempt
 number it sets is the fencing token: a worker whose lease expired and was taken over cannot overwrite
-the newer attempt's result.
+the newer attempt's result. While the work runs, a heartbeat renews the lease, so only a dead worker's
+lease ever lapses, however long the job.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from schema.db import session_scope
 from schema.errors import ErrorCode, JobStatus
 from schema.tables import Image, RecognizeJob, utcnow
 
+log = logging.getLogger(__name__)
 Job = type[Image] | type[RecognizeJob]
 
 
-def claim(session: Session, model: Job, uid: str, lease_s: int) -> Image | RecognizeJob | None:
+def claim(
+    session: Session, model: Job, uid: str, lease_s: int, resume: int | None = None
+) -> Image | RecognizeJob | None:
+    """Take the job with a new attempt; or, with `resume`, carry on that attempt of ours (a retry after a
+    database outage, whose lease we still hold) without counting another attempt."""
     now = utcnow()
     claimable = or_(
         model.status == JobStatus.QUEUED, and_(model.status == JobStatus.PROCESSING, model.lease_until < now)
     )
+    values = {
+        "status": JobStatus.PROCESSING,
+        "lease_until": now + timedelta(seconds=lease_s),
+        "updated_at": now,
+    }
+    if resume is not None:
+        ours = and_(model.status == JobStatus.PROCESSING, model.attempts == resume)
+        result = session.execute(
+            update(model)
+            .execution_options(synchronize_session=False)
+            .where(model.uid == uid, ours)
+            .values(values)
+        )
+        if result.rowcount:
+            return session.get(model, uid, populate_existing=True)
     result = session.execute(
         update(model)
         .execution_options(synchronize_session=False)
         .where(model.uid == uid, claimable)
-        .values(
-            status=JobStatus.PROCESSING,
-            lease_until=now + timedelta(seconds=lease_s),
-            attempts=model.attempts + 1,
-            updated_at=now,
-        )
+        .values({**values, "attempts": model.attempts + 1})
     )
     if result.rowcount == 0:
         return None
     return session.get(model, uid, populate_existing=True)
+
+
+def renew(session: Session, model: Job, uid: str, attempt: int, lease_s: int) -> bool:
+    """Extend the lease of our attempt; False once the job is no longer ours."""
+    result = session.execute(
+        update(model)
+        .execution_options(synchronize_session=False)
+        .where(model.uid == uid, model.status == JobStatus.PROCESSING, model.attempts == attempt)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+    )
+    return result.rowcount > 0
+
+
+@contextmanager
+def heartbeat(model: Job, uid: str, attempt: int, lease_s: int) -> Iterator[None]:
+    """Renew the lease every lease_s / 3 while the body runs (a thread: the work itself never yields)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(lease_s / 3):
+            try:
+                with session_scope() as session:
+                    if not renew(session, model, uid, attempt, lease_s):
+                        return  # superseded or finished: the final write is fenced anyway
+            except Exception as error:  # database restarting: try again at the next beat
+                log.warning("lease renewal of %s failed: %s", uid, error)
+
+    thread = threading.Thread(target=beat, name=f"lease-{uid[:8]}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def lock_if_current(session: Session, model: Job, uid: str, attempt: int) -> Image | RecognizeJob | None:

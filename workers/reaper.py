@@ -1,7 +1,11 @@
-"""Nothing stays stuck: jobs whose worker died (lease expired) or whose message was lost are re-sent.
+"""Nothing stays stuck: jobs whose worker died (lease expired), messages the broker lost and callbacks that
+are due are (re-)sent.
 
-Every worker runs this loop in a thread; the conditional UPDATEs make concurrent reapers harmless, and a
-duplicate message is harmless too (a task only works on a job it can claim).
+Every worker runs this loop in a thread, first at once when it starts, then every reaper_interval_s; the
+conditional UPDATEs make concurrent reapers harmless, and a duplicate message is harmless too (a task only
+works on a job or a delivery it can claim). After a broker outage or restart (it stopped answering, or
+Redis reports a new run id) every queued job and due callback without a message is re-sent at once,
+instead of waiting for requeue_queued_after_s.
 """
 
 from __future__ import annotations
@@ -9,26 +13,55 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import and_, func, select, update
 
 from facequeue.settings import Settings, get_settings
-from schema.db import session_scope
+from schema.db import is_outage, session_scope
 from schema.errors import JobStatus
 from schema.tables import Image, RecognizeJob, utcnow
-from workers.celery_app import IMAGES_QUEUE, RECOGNIZE_QUEUE, app, enqueue_image, enqueue_recognize
+from workers import callbacks
+from workers.celery_app import (
+    CALLBACKS_QUEUE,
+    IMAGES_QUEUE,
+    RECOGNIZE_QUEUE,
+    app,
+    enqueue_callback,
+    enqueue_image,
+    enqueue_recognize,
+)
 
 log = logging.getLogger(__name__)
 BATCH = 1000
+QUEUES = (IMAGES_QUEUE, RECOGNIZE_QUEUE, CALLBACKS_QUEUE)
+
+
+@dataclass
+class BrokerView:
+    depths: dict[str, int] = field(default_factory=dict)
+    identity: str | None = None  # Redis run_id: changes when the server restarts
+
+
+def broker_view() -> BrokerView:
+    """Queue depths (and the server's identity), over one short-lived connection; raises if unreachable."""
+    view = BrokerView()
+    with app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1, timeout=5)
+        channel = connection.default_channel
+        for queue in QUEUES:
+            # Not passive: an empty Redis queue has no key, and a passive declare would call it missing.
+            view.depths[queue] = channel.queue_declare(
+                queue=queue, durable=True, auto_delete=False
+            ).message_count
+        if getattr(connection.transport, "driver_type", "") == "redis":
+            view.identity = channel.client.info("server").get("run_id")
+    return view
 
 
 def broker_depth(queue: str) -> int:
-    # Not passive: an empty Redis queue has no key, and a passive declare would call it missing.
-    with app.connection_for_write() as connection:
-        return connection.default_channel.queue_declare(
-            queue=queue, durable=True, auto_delete=False
-        ).message_count
+    return broker_view().depths[queue]
 
 
 def requeue_expired(model: type[Image] | type[RecognizeJob]) -> list[str]:
@@ -46,20 +79,17 @@ def requeue_expired(model: type[Image] | type[RecognizeJob]) -> list[str]:
     return uids
 
 
-def lost_messages(settings: Settings, model: type[Image] | type[RecognizeJob], queue: str) -> list[str]:
+def lost_messages(model: type[Image] | type[RecognizeJob], depth: int, min_age_s: float) -> list[str]:
     """Queued jobs whose message is gone (api died after commit, broker restarted without persistence).
 
-    Only the shortfall between old queued rows and the broker's queue depth is re-sent, oldest first,
-    so a long healthy backlog is never flooded with duplicates.
+    Only the shortfall between queued rows older than `min_age_s` and the broker's queue depth is
+    re-sent, oldest first, so a long healthy backlog is never flooded with duplicates.
     """
     now = utcnow()
-    old = and_(
-        model.status == JobStatus.QUEUED,
-        model.updated_at < now - timedelta(seconds=settings.requeue_queued_after_s),
-    )
+    old = and_(model.status == JobStatus.QUEUED, model.updated_at <= now - timedelta(seconds=min_age_s))
     with session_scope() as session:
         waiting = session.execute(select(func.count()).select_from(model).where(old)).scalar_one()
-        missing = min(BATCH, waiting - broker_depth(queue)) if waiting else 0
+        missing = min(BATCH, waiting - depth)
         if missing <= 0:
             return []
         uids = list(
@@ -74,32 +104,79 @@ def lost_messages(settings: Settings, model: type[Image] | type[RecognizeJob], q
     return uids
 
 
-def reap_once(settings: Settings) -> int:
+def due_callbacks(depth: int) -> list[str]:
+    """Due callbacks beyond the messages already queued for them (same shortfall rule as jobs)."""
+    with session_scope() as session:
+        missing = min(BATCH, callbacks.count_due(session) - depth)
+        return callbacks.oldest_due(session, missing) if missing > 0 else []
+
+
+def reap_once(settings: Settings, view: BrokerView, recovered: bool = False) -> int:
     sent = 0
+    min_age = 0 if recovered else settings.requeue_queued_after_s
     jobs: list[tuple[type[Image] | type[RecognizeJob], str, Callable[[str], None]]] = [
         (Image, IMAGES_QUEUE, enqueue_image),
         (RecognizeJob, RECOGNIZE_QUEUE, enqueue_recognize),
     ]
     for model, queue, enqueue in jobs:
-        uids = requeue_expired(model) + lost_messages(settings, model, queue)
+        uids = requeue_expired(model)
+        # Jobs just requeued count as queued rows only in a recovery sweep (min_age 0); their messages
+        # are about to be sent, so they are not missing.
+        uids += lost_messages(model, view.depths[queue] + (len(uids) if recovered else 0), min_age)
         for uid in uids:
             enqueue(uid)
         if uids:
             log.warning("reaper re-sent %d %s jobs", len(uids), model.__tablename__)
         sent += len(uids)
-    return sent
+    uids = due_callbacks(view.depths[CALLBACKS_QUEUE])
+    for uid in uids:
+        enqueue_callback(uid)
+    if uids:
+        log.info("reaper sent %d due callbacks", len(uids))
+    return sent + len(uids)
+
+
+class Reaper:
+    """Remembers what the broker looked like at the last sweep, to notice that it came back."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.identity: str | None = None
+        self.recovering = True  # the first sweep of a worker re-sends at once what is missing
+
+    def sweep(self) -> int:
+        try:
+            view = broker_view()
+        except Exception as exc:
+            if not self.recovering:
+                log.warning("broker unreachable (%s); will re-send what it lost once it is back", exc)
+            self.recovering = True
+            return 0
+        if self.identity is not None and view.identity != self.identity:
+            log.warning("broker restarted; re-sending what it lost")
+            self.recovering = True
+        self.identity = view.identity
+        sent = reap_once(self.settings, view, recovered=self.recovering)
+        self.recovering = False
+        return sent
 
 
 def start_reaper_thread() -> threading.Thread:
     settings = get_settings()
+    reaper = Reaper(settings)
     stop = threading.Event()
 
     def loop() -> None:
-        while not stop.wait(settings.reaper_interval_s):
+        while True:
             try:
-                reap_once(settings)
-            except Exception:  # the database or broker may be briefly away; try again next interval
-                log.exception("reaper sweep failed")
+                reaper.sweep()
+            except Exception as exc:  # the database may be briefly away; try again next interval
+                if is_outage(exc):
+                    log.warning("reaper: database unavailable (%s)", type(exc).__name__)
+                else:
+                    log.exception("reaper sweep failed")
+            if stop.wait(settings.reaper_interval_s):
+                return
 
     thread = threading.Thread(target=loop, name="facequeue-reaper", daemon=True)
     thread.start()

@@ -17,12 +17,12 @@ from sqlalchemy import delete, select
 from facequeue.settings import Settings, get_settings
 from schema import wire
 from schema.blobs import drop_blob, get_blob, put_blob
-from schema.db import session_scope
+from schema.db import is_outage, retry_outage, session_scope
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.flags import parse_flags
 from schema.persons import set_person
 from schema.tables import Embedding, Face, Image, RecognizeJob
-from workers import jobs, notify
+from workers import callbacks, jobs, notify
 from workers.celery_app import app, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
 from workers.pipeline.decode import DecodedImage, decode_image
@@ -102,8 +102,18 @@ def _load_bytes(image_uid: str, settings: Settings) -> bytes:
     return data
 
 
+def outage_countdown(task: Any) -> int:
+    """Backoff for a task that met a restarting database: 1, 2, 4, ... 30 s."""
+    return min(30, 2**task.request.retries)
+
+
 def run_job(
-    task: Any, model: type[Image] | type[RecognizeJob], uid: str, work: Callable, store: Callable
+    task: Any,
+    model: type[Image] | type[RecognizeJob],
+    uid: str,
+    work: Callable,
+    store: Callable,
+    resume: int | None = None,
 ) -> str:
     """The life of every job: claim it, work outside any transaction, then write the outcome if still ours.
 
@@ -111,35 +121,65 @@ def run_job(
     bug or a passing fault: the job goes back to the queue and the task retries with backoff, until
     max_attempts turns it into PROCESSING_FAILED. `store(session, job, outcome, error)` writes the result
     and returns what to do once it is committed (enqueue follow-ups).
+
+    A database outage is retried at once with backoff: the claim by retrying the task; the work by
+    retrying the task with `resume` (our lease and attempt number are kept, no attempt is spent); the
+    final write in place (the outcome is already computed), then as a resumed task.
     """
     settings = get_settings()
-    with session_scope() as session:
-        job = jobs.claim(session, model, uid, settings.job_lease_s)
-        if job is None:
-            return "not claimable"  # done, failed, unknown, or another worker holds a live lease
+    try:
+        with session_scope() as session:
+            job = jobs.claim(session, model, uid, settings.job_lease_s, resume=resume)
+            if job is None:
+                return "not claimable"  # done, failed, unknown, or another worker holds a live lease
+    except Exception as exc:
+        if is_outage(exc):
+            raise task.retry(exc=exc, countdown=outage_countdown(task)) from exc
+        raise
     attempt, outcome, error = job.attempts, None, None
     if attempt > settings.max_attempts:
         error = FacequeueError(ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
     else:
         try:
-            outcome = work(job, settings)
+            with jobs.heartbeat(model, uid, attempt, settings.job_lease_s):
+                outcome = work(job, settings)
         except FacequeueError as exc:
             error = exc
         except Exception as exc:
+            if is_outage(exc):
+                log.warning("%s %s: database unavailable, retrying", task.name, uid)
+                raise task.retry(
+                    exc=exc, countdown=outage_countdown(task), kwargs={"resume": attempt}
+                ) from exc
             log.exception("%s %s attempt %d failed", task.name, uid, attempt)
             with session_scope() as session:
                 jobs.release(session, model, uid, attempt)
             raise task.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
-    with session_scope() as session:
-        job = jobs.lock_if_current(session, model, uid, attempt)
-        if job is None:
-            return "superseded"  # our lease expired and a newer attempt owns the job
-        after_commit = store(session, job, outcome, error)
-        status = job.status
+
+    def write() -> tuple[str, list[Callable[[], None]]]:
+        with session_scope() as session:
+            job = jobs.lock_if_current(session, model, uid, attempt)
+            if job is None:
+                return "superseded", []  # our lease expired and a newer attempt owns the job
+            after_commit = store(session, job, outcome, error)
+            return job.status, after_commit
+
+    try:
+        with jobs.heartbeat(model, uid, attempt, settings.job_lease_s):
+            status, after_commit = retry_outage(write, settings.job_lease_s)
+    except Exception as exc:
+        if is_outage(exc):
+            raise task.retry(exc=exc, countdown=outage_countdown(task), kwargs={"resume": attempt}) from exc
+        raise
     if status in (JobStatus.DONE, JobStatus.ERROR):
         notify.job_finished(uid)  # committed: a waiting api request may answer now
     for action in after_commit:
-        action()
+        try:
+            action()
+        except Exception:  # broker away: the committed rows say what is owed and the reaper sends it
+            log.warning(
+                "%s %s: follow-up not sent now; the reaper will send it", task.name, uid, exc_info=True
+            )
     return status
 
 
@@ -194,13 +234,14 @@ def store_image(
     if not settings.keep_originals and image.sha256 and not _still_needed(session, image):
         drop_blob(session, settings, image.sha256)
     if image.options.get("callback_url"):
+        callbacks.make_due(image)  # committed with the result: the outbox entry
         after_commit.append(lambda: enqueue_callback(image.uid))
     return after_commit
 
 
 @app.task(name="facequeue.process_image", bind=True, max_retries=None)
-def process_image(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
-    return run_job(self, Image, image_uid, analyse_image, store_image)
+def process_image(self, image_uid: str, resume: int | None = None) -> str:  # type: ignore[no-untyped-def]
+    return run_job(self, Image, image_uid, analyse_image, store_image, resume)
 
 
 def _apply_upload_options(session: Any, image: Image) -> str | None:
@@ -242,38 +283,33 @@ def _still_needed(session: Any, image: Image) -> bool:
 
 @app.task(name="facequeue.deliver_callback", bind=True, max_retries=None)
 def deliver_callback(self, image_uid: str) -> str:  # type: ignore[no-untyped-def]
-    """POST the finished result to callback_url; retried with backoff, never blocks the job itself."""
+    """POST the finished result to callback_url, if due (workers/callbacks.py); never blocks the job."""
     settings = get_settings()
-    with session_scope() as session:
-        image = session.get(Image, image_uid)
-        if (
-            image is None
-            or image.callback_status == "sent"
-            or image.status not in (JobStatus.DONE, JobStatus.ERROR)
-        ):
-            return "nothing to send"
-        url, payload = image.options["callback_url"], wire.media_v2(image)
-        image.callback_attempts += 1
-        attempt = image.callback_attempts
     try:
-        status = post_json(url, payload, settings)
+        with session_scope() as session:
+            image = callbacks.claim(session, image_uid, settings)
+            if image is None:
+                return "not due"  # sent, failed, backing off, or another worker is delivering it
+            url, payload = image.options["callback_url"], wire.media_v2(image)
+            attempt, key = image.callback_attempts, callbacks.idempotency_key(image)
+    except Exception as exc:
+        if is_outage(exc):
+            raise self.retry(exc=exc, countdown=outage_countdown(self)) from exc
+        raise
+    try:
+        status = post_json(url, payload, settings, headers={"Idempotency-Key": key})
         error = None if 200 <= status < 300 else f"callback answered HTTP {status}"
     except FacequeueError as exc:
         error = exc.message
     except Exception as exc:  # any network failure is the receiver's problem, recorded, never fatal
         error = f"{type(exc).__name__}: {exc}"
-    with session_scope() as session:
-        image = session.get(Image, image_uid)
-        image.callback_error = error
-        if error is None:
-            image.callback_status = "sent"
-        elif attempt >= settings.callback_max_attempts:
-            image.callback_status = "failed"
-        else:
-            image.callback_status = "pending"
-    if error is not None and attempt < settings.callback_max_attempts:
-        enqueue_callback(image_uid, countdown=min(300, 2**attempt))
-    return image.callback_status
+
+    def write() -> str:
+        with session_scope() as session:
+            return callbacks.record(session, image_uid, attempt, error, settings)
+
+    # If the database stays away longer, the delivery lease lapses and the reaper sends it again.
+    return retry_outage(write, settings.job_lease_s)
 
 
 @signals.worker_init.connect
@@ -318,7 +354,7 @@ def _stop_heartbeat(**_: Any) -> None:
 
 
 @app.task(name="facequeue.recognize", bind=True, max_retries=None)
-def recognize(self, job_uid: str) -> str:  # type: ignore[no-untyped-def]
+def recognize(self, job_uid: str, resume: int | None = None) -> str:  # type: ignore[no-untyped-def]
     from workers.recognize import recognize as run_recognition
 
     def work(job: RecognizeJob, settings: Settings) -> dict:
@@ -330,4 +366,4 @@ def recognize(self, job_uid: str) -> str:  # type: ignore[no-untyped-def]
         jobs.finish(job, error.code if error else None, error.message if error else None)
         return []
 
-    return run_job(self, RecognizeJob, job_uid, work, store)
+    return run_job(self, RecognizeJob, job_uid, work, store, resume)
