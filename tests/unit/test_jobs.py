@@ -53,3 +53,48 @@ def test_release_puts_the_job_back(session: Session) -> None:
     jobs.release(session, Image, UID, attempt=1)
     assert session.get(Image, UID, populate_existing=True).status == "queued"
     assert jobs.claim(session, Image, UID, lease_s=60) is not None
+
+
+def test_resume_carries_on_our_attempt_without_spending_one(session: Session) -> None:
+    jobs.claim(session, Image, UID, lease_s=60)
+    resumed = jobs.claim(session, Image, UID, lease_s=60, resume=1)
+    assert resumed is not None and resumed.attempts == 1  # a database outage costs no attempt
+    assert jobs.claim(session, Image, UID, lease_s=60, resume=7) is None  # not ours, and the lease is live
+
+
+def test_resume_of_a_superseded_attempt_is_an_ordinary_claim(session: Session) -> None:
+    jobs.claim(session, Image, UID, lease_s=60)
+    session.get(Image, UID).lease_until = utcnow() - timedelta(seconds=1)
+    session.commit()
+    assert jobs.claim(session, Image, UID, lease_s=60).attempts == 2  # another worker took over
+    assert jobs.claim(session, Image, UID, lease_s=60, resume=1) is None  # the old owner cannot resume
+
+
+def test_renew_extends_only_our_lease(session: Session) -> None:
+    jobs.claim(session, Image, UID, lease_s=1)
+    before = session.get(Image, UID).lease_until
+    assert jobs.renew(session, Image, UID, attempt=1, lease_s=60)
+    assert session.get(Image, UID, populate_existing=True).lease_until > before
+    assert not jobs.renew(session, Image, UID, attempt=2, lease_s=60)
+
+
+def test_heartbeat_keeps_a_long_job_leased(session: Session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import time
+    from contextlib import contextmanager
+
+    engine = session.get_bind()
+
+    @contextmanager
+    def scope():  # type: ignore[no-untyped-def]
+        with Session(engine) as beat_session:
+            yield beat_session
+            beat_session.commit()
+
+    monkeypatch.setattr(jobs, "session_scope", scope)
+    jobs.claim(session, Image, UID, lease_s=1)
+    session.commit()
+    with jobs.heartbeat(Image, UID, attempt=1, lease_s=1.5):
+        time.sleep(3.5)  # over two leases: without renewal the job would look dead
+        lease = session.get(Image, UID, populate_existing=True).lease_until
+        session.commit()
+        assert lease.replace(tzinfo=utcnow().tzinfo) > utcnow()
