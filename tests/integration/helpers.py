@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import threading
@@ -23,10 +24,12 @@ def tiny_png() -> bytes:
 
 class LocalServer:
     """Routes: /image.jpg, /slow, /huge, /text, /missing (404), /redirect-private, /callback (records JSON),
-    /callback-fail (500)."""
+    /callback-hang-first (records, answers the first POST only after `hang_s`), /callback-fail (500).
+    `keys` records the Idempotency-Key header of every callback POST."""
 
-    def __init__(self, image: bytes) -> None:
+    def __init__(self, image: bytes, hang_s: float = 30) -> None:
         self.received: list[dict] = []
+        self.keys: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,9 +69,16 @@ class LocalServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                server.keys.append(self.headers.get("Idempotency-Key"))
                 if self.path == "/callback":
                     server.received.append(json.loads(body))
                     self._send(200, b"ok", "text/plain")
+                elif self.path == "/callback-hang-first":
+                    server.received.append(json.loads(body))
+                    if len(server.received) == 1:
+                        time.sleep(hang_s)  # the sender is killed meanwhile
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self._send(200, b"ok", "text/plain")
                 else:
                     server.received.append({"failed": True})
                     self._send(500, b"no", "text/plain")

@@ -11,11 +11,15 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -147,3 +151,111 @@ class PrivatePostgres:
         with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Stack:
+    """Private Postgres and Redis, a migrated database, an api key, `facequeue api` and worker processes:
+    the production setup in miniature, every part of which a test may kill or restart."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self.postgres = PrivatePostgres()
+        self.redis = PrivateRedis()
+        self.home = Path(tempfile.mkdtemp(prefix="fq-stack-"))
+        self.env = {
+            **os.environ,
+            **(env or {}),
+            "DATABASE_URL": self.postgres.url,
+            "BROKER_URL": self.redis.url,
+            "FACEQUEUE_HOME": str(self.home),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.workers: list[subprocess.Popen] = []
+        self.api: subprocess.Popen | None = None
+        self._cli("migrate")
+        self.key = self._cli("keys", "create", "stack").strip().splitlines()[-1]
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def _cli(self, *args: str) -> str:
+        return subprocess.run(
+            [sys.executable, "-m", "facequeue.cli", *args],
+            env=self.env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def start_api(self, workers: int = 1) -> None:
+        import httpx
+
+        self.api = subprocess.Popen(
+            [sys.executable, "-m", "facequeue.cli", "api", "--host", "127.0.0.1", "--port", str(self.port)]
+            + ["--workers", str(workers)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=(self.home / "api.log").open("a"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError("the api did not start")
+
+    def start_worker(self, concurrency: int = 1, **env: str) -> subprocess.Popen:
+        """The production worker command (`facequeue worker`), in its own process group."""
+        name = f"w{len(self.workers)}-{os.getpid()}@%h"
+        log = (self.home / f"worker-{len(self.workers)}.log").open("a")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "facequeue.cli", "worker", "--concurrency", str(concurrency), "-n", name],
+            env={**self.env, **env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(worker)
+        return worker
+
+    def worker_log(self, index: int) -> str:
+        return (self.home / f"worker-{index}.log").read_text(errors="replace")
+
+    @staticmethod
+    def kill(process: subprocess.Popen) -> None:
+        """SIGKILL the process group: the main process and its pool children, no cleanup."""
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill(worker)
+
+    def sql(self, query: str, **params: object) -> list:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(self.postgres.url, poolclass=NullPool)
+        with engine.begin() as connection:
+            return list(connection.execute(text(query), params))
+
+    def close(self) -> None:
+        self.stop_workers()
+        if self.api is not None and self.api.poll() is None:
+            os.killpg(self.api.pid, signal.SIGTERM)
+            self.api.wait(timeout=20)
+        self.redis.close()
+        self.postgres.close()
+        shutil.rmtree(self.home, ignore_errors=True)

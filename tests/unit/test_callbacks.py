@@ -67,7 +67,9 @@ def test_failures_back_off_then_end_failed(session: Session) -> None:
         assert callbacks.record(session, UID, attempt, "HTTP 500", SETTINGS) == "pending"
         session.commit()
         wait = session.get(Image, UID).callback_next_at
-        assert wait.replace(tzinfo=utcnow().tzinfo) > utcnow() + timedelta(seconds=callbacks.backoff_s(attempt) - 2)
+        assert wait.replace(tzinfo=utcnow().tzinfo) > utcnow() + timedelta(
+            seconds=callbacks.backoff_s(attempt) - 2
+        )
         assert callbacks.claim(session, UID, SETTINGS) is None  # backing off
         make_due_now(session)
     callbacks.claim(session, UID, SETTINGS)
