@@ -136,10 +136,43 @@ def wait_all(
     return None if pending else time.monotonic() - start
 
 
+def snapshot(stack: Stack, where: str) -> dict[str, int]:
+    """uid -> attempts of the rows matching `where`."""
+    try:
+        return dict(stack.sql(f"SELECT uid, attempts FROM images WHERE {where}"))
+    except Exception:
+        return {}
+
+
+def wait_resent(stack: Stack, before: dict[str, int], since_db: object, since: float) -> float | None:
+    """Seconds from `since` until every job in `before` was re-sent or taken again: finished, claimed by a
+    new attempt, or put back in the queue after `since_db` (the reaper stamps updated_at when it sends)."""
+    while time.monotonic() - since < 600:
+        try:
+            state = stack.sql(
+                "SELECT uid, status, attempts, updated_at FROM images WHERE uid = ANY(:u)", u=list(before)
+            )
+            if all(
+                status in ("done", "error")
+                or attempts > before[uid]
+                or (status == "queued" and updated > since_db)
+                for uid, status, attempts, updated in state
+            ):
+                return time.monotonic() - since
+        except Exception:
+            pass
+        time.sleep(0.25)
+    return None
+
+
+def db_now(stack: Stack) -> object:
+    return stack.sql("SELECT now()")[0][0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=2.5, help="uploads per second")
+    parser.add_argument("--rate", type=float, default=2.0, help="uploads per second")
     parser.add_argument("--down", type=float, default=5, help="seconds Redis and Postgres stay down")
     parser.add_argument("--callback-delay", type=float, default=0.2, help="receiver answers after this")
     args = parser.parse_args()
@@ -177,33 +210,40 @@ def main() -> None:
         for number, second in ((1, 12), (2, 28)):
             at(second)
             victim = workers.pop(0)
-            running = rows(stack, "status = 'processing'")
+            before = snapshot(stack, "status = 'processing'")
+            killed_db = db_now(stack)
             Stack.kill(victim)
             workers.append(stack.start_worker())
             replaced = time.monotonic()
+            running = set(before)
+            resent = wait_resent(stack, before, killed_db, replaced)
             took = wait_all(stack, running, "status IN ('done', 'error')", replaced)
             sent = wait_all(stack, running, "callback_status IN ('sent', 'failed')", replaced)
             faults.append(
                 (
-                    f"worker SIGKILL #{number} ({len(running)} jobs processing)",
-                    f"jobs finished {took:.1f} s, callbacks sent {sent:.1f} s after the replacement started"
-                    if took is not None and sent is not None
+                    f"worker SIGKILL #{number} ({len(running)} jobs processing, either worker)",
+                    f"re-sent {resent:.1f} s, finished {took:.1f} s, callbacks sent {sent:.1f} s after the "
+                    "replacement was started"
+                    if None not in (resent, took, sent)
                     else "NOT recovered",
                 )
             )
         at(44)
         stack.redis.stop()
         time.sleep(args.down)
-        waiting = rows(stack, "status = 'queued'")  # their messages die with Redis, incl. uploads meanwhile
+        before = snapshot(stack, "status = 'queued'")  # messages die with Redis, incl. uploads meanwhile
+        waiting = set(before)
         stack.redis.start()
-        back = time.monotonic()
+        back, back_db = time.monotonic(), db_now(stack)
+        resent = wait_resent(stack, before, back_db, back)
         took = wait_all(stack, waiting, "status IN ('done', 'error')", back)
         sent = wait_all(stack, waiting, "callback_status IN ('sent', 'failed')", back)
         faults.append(
             (
                 f"Redis killed, {args.down:.0f} s down, restarted empty ({len(waiting)} queued jobs lost their message)",
-                f"all finished {took:.1f} s, callbacks sent {sent:.1f} s after Redis returned"
-                if took is not None and sent is not None
+                f"re-sent {resent:.1f} s, all finished {took:.1f} s, callbacks sent {sent:.1f} s after Redis "
+                "returned"
+                if None not in (resent, took, sent)
                 else "NOT recovered",
             )
         )

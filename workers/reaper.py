@@ -27,6 +27,7 @@ from workers.celery_app import (
     CALLBACKS_QUEUE,
     IMAGES_QUEUE,
     RECOGNIZE_QUEUE,
+    RESENT,
     app,
     enqueue_callback,
     enqueue_image,
@@ -114,7 +115,7 @@ def due_callbacks(depth: int) -> list[str]:
 def reap_once(settings: Settings, view: BrokerView, recovered: bool = False) -> int:
     sent = 0
     min_age = 0 if recovered else settings.requeue_queued_after_s
-    jobs: list[tuple[type[Image] | type[RecognizeJob], str, Callable[[str], None]]] = [
+    jobs: list[tuple[type[Image] | type[RecognizeJob], str, Callable[[str, int], None]]] = [
         (Image, IMAGES_QUEUE, enqueue_image),
         (RecognizeJob, RECOGNIZE_QUEUE, enqueue_recognize),
     ]
@@ -124,13 +125,13 @@ def reap_once(settings: Settings, view: BrokerView, recovered: bool = False) -> 
         # are about to be sent, so they are not missing.
         uids += lost_messages(model, view.depths[queue] + (len(uids) if recovered else 0), min_age)
         for uid in uids:
-            enqueue(uid)
+            enqueue(uid, RESENT)
         if uids:
             log.warning("reaper re-sent %d %s jobs", len(uids), model.__tablename__)
         sent += len(uids)
     uids = due_callbacks(view.depths[CALLBACKS_QUEUE])
     for uid in uids:
-        enqueue_callback(uid)
+        enqueue_callback(uid, RESENT)
     if uids:
         log.info("reaper sent %d due callbacks", len(uids))
     return sent + len(uids)
