@@ -55,10 +55,11 @@ def make_celery() -> Celery:
 app = make_celery()
 
 
-# Redis serves priority 0 first (kombu's priority lists 0, 3, 6, 9). New work goes in at NORMAL; what the
-# reaper re-sends (a dead worker's jobs, messages a broker restart lost) is the oldest work and goes
-# ahead of the backlog at RESENT, so recovery does not wait behind newer uploads.
-NORMAL, RESENT = 6, 0
+# Redis serves priority 0 first (kombu's priority lists 0, 3, 6, 9). New work goes in at NORMAL; a
+# callback (one short POST for work already done) at CALLBACK; what the reaper re-sends (a dead worker's
+# jobs, messages a broker restart lost) is the oldest work and goes ahead of the backlog at RESENT, so
+# recovery does not wait behind newer uploads.
+NORMAL, CALLBACK, RESENT = 6, 3, 0
 
 
 def enqueue_image(uid: str, priority: int = NORMAL) -> None:
@@ -69,5 +70,5 @@ def enqueue_recognize(uid: str, priority: int = NORMAL) -> None:
     app.send_task("facequeue.recognize", args=[uid], queue=RECOGNIZE_QUEUE, priority=priority)
 
 
-def enqueue_callback(uid: str, priority: int = NORMAL) -> None:
+def enqueue_callback(uid: str, priority: int = CALLBACK) -> None:
     app.send_task("facequeue.deliver_callback", args=[uid], queue=CALLBACKS_QUEUE, priority=priority)
