@@ -164,5 +164,6 @@ ERRORS: dict[int | str, dict] = {
         415: "NOT_AN_IMAGE",
         422: "INVALID_REQUEST: malformed JSON, missing fields, bad parameters",
         500: "INTERNAL_ERROR",
+        503: "SERVICE_UNAVAILABLE: the database or the broker is briefly away; retry after Retry-After",
     }.items()
 }

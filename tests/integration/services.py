@@ -201,7 +201,7 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{self.base}/health/live", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

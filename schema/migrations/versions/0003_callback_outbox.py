@@ -1,7 +1,7 @@
 """callback outbox: when each pending callback is next due
 
 Revision ID: 0003
-Revises: 0001
+Revises: 0011
 Create Date: 2026-12-01 21:45:00
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
