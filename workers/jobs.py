@@ -2,7 +2,7 @@
 
 A job is claimed with one conditional UPDATE (queued, or processing with an expired lease); the attempt
 number it sets is the fencing token: a worker whose lease expired and was taken over cannot overwrite
-the newer attempt's result. While the work runs, a heartbeat renews the lease, so only a dead worker's
+the newer attempt's result. While the work runs, the lease is renewed, so only a dead worker's
 lease ever lapses, however long the job.
 """
 
@@ -72,7 +72,7 @@ def renew(session: Session, model: Job, uid: str, attempt: int, lease_s: int) ->
 
 
 @contextmanager
-def heartbeat(model: Job, uid: str, attempt: int, lease_s: int) -> Iterator[None]:
+def renewing_lease(model: Job, uid: str, attempt: int, lease_s: int) -> Iterator[None]:
     """Renew the lease every lease_s / 3 while the body runs (a thread: the work itself never yields)."""
     stop = threading.Event()
 

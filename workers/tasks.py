@@ -141,7 +141,7 @@ def run_job(
         error = FacequeueError(ErrorCode.PROCESSING_FAILED, f"gave up after {attempt - 1} attempts")
     else:
         try:
-            with jobs.heartbeat(model, uid, attempt, settings.job_lease_s):
+            with jobs.renewing_lease(model, uid, attempt, settings.job_lease_s):
                 outcome = work(job, settings)
         except FacequeueError as exc:
             error = exc
@@ -165,7 +165,7 @@ def run_job(
             return job.status, after_commit
 
     try:
-        with jobs.heartbeat(model, uid, attempt, settings.job_lease_s):
+        with jobs.renewing_lease(model, uid, attempt, settings.job_lease_s):
             status, after_commit = retry_outage(write, settings.job_lease_s)
     except Exception as exc:
         if is_outage(exc):

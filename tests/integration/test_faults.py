@@ -117,7 +117,7 @@ def test_worker_killed_mid_callback_delivers_again_with_the_same_key(
 
 
 def test_a_job_longer_than_its_lease_runs_once(stack: Stack) -> None:
-    """The heartbeat renews the lease (6 s here): a 10 s job is never taken for dead and re-run."""
+    """The lease (6 s here) is renewed while the job runs: a 10 s job is never taken for dead and re-run."""
     for worker in stack.workers:
         Stack.kill(worker)
     stack.start_worker(FACEQUEUE_DEBUG_TASK_DELAY_S="10")  # kept for the next test

@@ -78,7 +78,7 @@ def test_renew_extends_only_our_lease(session: Session) -> None:
     assert not jobs.renew(session, Image, UID, attempt=2, lease_s=60)
 
 
-def test_heartbeat_keeps_a_long_job_leased(session: Session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_lease_renewal_keeps_a_long_job_leased(session: Session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import time
     from contextlib import contextmanager
 
@@ -93,7 +93,7 @@ def test_heartbeat_keeps_a_long_job_leased(session: Session, monkeypatch) -> Non
     monkeypatch.setattr(jobs, "session_scope", scope)
     jobs.claim(session, Image, UID, lease_s=1)
     session.commit()
-    with jobs.heartbeat(Image, UID, attempt=1, lease_s=1.5):
+    with jobs.renewing_lease(Image, UID, attempt=1, lease_s=1.5):
         time.sleep(3.5)  # over two leases: without renewal the job would look dead
         lease = session.get(Image, UID, populate_existing=True).lease_until
         session.commit()
