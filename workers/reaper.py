@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -112,7 +113,8 @@ def due_callbacks(depth: int) -> list[str]:
         return callbacks.oldest_due(session, missing) if missing > 0 else []
 
 
-def reap_once(settings: Settings, view: BrokerView, recovered: bool = False) -> int:
+def reap_once(settings: Settings, view: BrokerView, recovered: bool = False, expire: bool = True) -> int:
+    """One sweep; `expire` False spares lapsed leases (their owners may not have renewed them yet)."""
     sent = 0
     min_age = 0 if recovered else settings.requeue_queued_after_s
     jobs: list[tuple[type[Image] | type[RecognizeJob], str, Callable[[str, int], None]]] = [
@@ -120,7 +122,7 @@ def reap_once(settings: Settings, view: BrokerView, recovered: bool = False) -> 
         (RecognizeJob, RECOGNIZE_QUEUE, enqueue_recognize),
     ]
     for model, queue, enqueue in jobs:
-        uids = requeue_expired(model)
+        uids = requeue_expired(model) if expire else []
         # Jobs just requeued count as queued rows only in a recovery sweep (min_age 0); their messages
         # are about to be sent, so they are not missing.
         uids += lost_messages(model, view.depths[queue] + (len(uids) if recovered else 0), min_age)
@@ -138,12 +140,16 @@ def reap_once(settings: Settings, view: BrokerView, recovered: bool = False) -> 
 
 
 class Reaper:
-    """Remembers what the broker looked like at the last sweep, to notice that it came back."""
+    """Remembers what the broker looked like at the last sweep, to notice that it came back; and whether
+    the database was away: while it is, no worker can renew a lease, so after it returns lapsed leases
+    are spared for half a lease (owners renew every third of one) instead of re-running live jobs."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.identity: str | None = None
         self.recovering = True  # the first sweep of a worker re-sends at once what is missing
+        self.database_away = False
+        self.spare_leases_until = 0.0
 
     def sweep(self) -> int:
         try:
@@ -157,8 +163,16 @@ class Reaper:
             log.warning("broker restarted; re-sending what it lost")
             self.recovering = True
         self.identity = view.identity
-        sent = reap_once(self.settings, view, recovered=self.recovering)
-        self.recovering = False
+        if self.database_away:
+            self.spare_leases_until = time.monotonic() + self.settings.job_lease_s / 2
+        try:
+            sent = reap_once(
+                self.settings, view, self.recovering, expire=time.monotonic() >= self.spare_leases_until
+            )
+        except Exception as exc:
+            self.database_away = is_outage(exc)
+            raise
+        self.database_away = self.recovering = False
         return sent
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import exc
 
 from facequeue.settings import Settings
 from workers import reaper
@@ -19,7 +20,17 @@ def sweeps(monkeypatch):  # type: ignore[no-untyped-def]
         return state["view"]
 
     monkeypatch.setattr(reaper, "broker_view", view)
-    monkeypatch.setattr(reaper, "reap_once", lambda settings, view, recovered: calls.append(recovered) or 0)
+
+    def reap_once(settings, view, recovered, expire):  # type: ignore[no-untyped-def]
+        if state.get("database_down"):
+            raise exc.OperationalError("SELECT", {}, Exception("connection refused"))
+        calls.append(recovered)
+        expires.append(expire)
+        return 0
+
+    expires: list[bool] = []
+    state["expires"] = expires
+    monkeypatch.setattr(reaper, "reap_once", reap_once)
     return state, calls
 
 
@@ -39,6 +50,24 @@ def test_recovery_sweeps_after_start_outage_and_restart(sweeps) -> None:  # type
     sweeper.sweep()
     sweeper.sweep()
     assert calls[4:] == [True, False]
+
+
+def test_lapsed_leases_are_spared_for_a_while_after_a_database_outage(sweeps, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    state, _ = sweeps
+    clock = [1000.0]
+    monkeypatch.setattr(reaper.time, "monotonic", lambda: clock[0])
+    sweeper = reaper.Reaper(Settings(job_lease_s=30))
+    sweeper.sweep()
+    state["database_down"] = True
+    with pytest.raises(exc.OperationalError):
+        sweeper.sweep()  # nobody can renew a lease now
+    state["database_down"] = False
+    sweeper.sweep()  # back: the owners of running jobs get half a lease to renew theirs
+    clock[0] += 10
+    sweeper.sweep()
+    clock[0] += 6
+    sweeper.sweep()
+    assert state["expires"] == [True, False, False, True]
 
 
 @pytest.fixture
