@@ -7,8 +7,9 @@ export FACEQUEUE_MODEL_DIR ?= $(HOME)/.cache/facequeue/models
 
 .PHONY: serve test lint unit integration accuracy services system-deps
 
-# Debian packages the tests drive: jq and curl (README examples), docker-compose (compose file check).
-SYSTEM_TOOLS := jq:jq curl:curl docker-compose:docker-compose
+# Debian packages the tests drive: jq and curl (README examples), docker-compose (compose file check),
+# chromium and its chromedriver (the web console's browser tests).
+SYSTEM_TOOLS := jq:jq curl:curl docker-compose:docker-compose chromium:chromium chromedriver:chromium-driver
 
 $(BIN)/facequeue: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from kombu.exceptions import OperationalError as BrokerError
 from pydantic import BaseModel, Field
@@ -29,6 +31,8 @@ from workers.celery_app import app as celery_app
 from workers.heartbeat import alive_workers
 
 log = logging.getLogger(__name__)
+# The web console: static ES modules and CSS shipped in the package, calling only the public API.
+CONSOLE = Path(__file__).parent / "console"
 V1_PREFIXES = ("/v1/", "/service_json.svc/")
 RETRY_AFTER_S = 2
 # A passing outage of the database or the broker: the client should retry, it is not a bug.
@@ -126,6 +130,12 @@ def create_app() -> FastAPI:
     # Vendor adapters answer in their vendor's shapes (their own errors too).
     app.include_router(liveness.router)
     app.include_router(sightcorp.router)
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(CONSOLE / "index.html")
+
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
 

@@ -1,0 +1,344 @@
+"""The web console in a real headless Chromium, against the real api (uvicorn over HTTP), Postgres, Redis
+and a Celery worker: key, upload, live status, boxes where the API puts them, tags, enrol, recognise.
+
+Screenshots of each step go to $FACEQUEUE_TEST_OUTPUT/console (or the test's temporary folder).
+Needs Debian's `chromium` and `chromium-driver` (`make browser` installs them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from api.app import create_app
+from tests import photos
+from tests.integration.conftest import make_key
+from tests.integration.helpers import LocalServer
+
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+FIVE_POINTS = {512, 768, 5505024, 2048, 2304}  # Betaface ids of the detector's 5 points
+DENSE_SHOWN = "return getComputedStyle(document.querySelector('.dense')).display !== 'none'"
+LAPTOP, PHONE = (1280, 900), (390, 844)
+TOLERANCE_PX = 2.5
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.models,
+    pytest.mark.skipif(
+        not CHROMEDRIVER.exists(), reason="needs Debian's chromium and chromium-driver (run `make browser`)"
+    ),
+]
+
+
+class LiveApi:
+    """The real app served over HTTP by uvicorn in a thread, on a free port of 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/"
+        config = uvicorn.Config(create_app(), log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live(database: str, worker) -> Iterator[LiveApi]:  # type: ignore[no-untyped-def]
+    server = LiveApi()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    os.environ["SE_OFFLINE"] = "true"  # selenium must never try to download a driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_window_size(*LAPTOP)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = os.environ.get("FACEQUEUE_TEST_OUTPUT")
+    folder = (Path(base) if base else tmp_path_factory.mktemp("output")) / "console"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class Page:
+    """Small helpers over the driver: find, wait, read rectangles, take numbered screenshots."""
+
+    def __init__(self, driver, output: Path) -> None:  # type: ignore[no-untyped-def]
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver, self.output, self.by, self.shots = driver, output, By, 0
+        self.wait_class = WebDriverWait
+
+    def find(self, css: str):  # type: ignore[no-untyped-def]
+        return self.driver.find_element(self.by.CSS_SELECTOR, css)
+
+    def all(self, css: str) -> list:
+        return self.driver.find_elements(self.by.CSS_SELECTOR, css)
+
+    def wait(self, condition, timeout: float = 30, message: str = ""):  # type: ignore[no-untyped-def]
+        return self.wait_class(self.driver, timeout, poll_frequency=0.1).until(lambda _: condition(), message)
+
+    def js(self, script: str, *args: object):  # type: ignore[no-untyped-def]
+        return self.driver.execute_script(script, *args)
+
+    def rect(self, element) -> tuple[float, float, float, float]:  # type: ignore[no-untyped-def]
+        return tuple(
+            self.js(
+                "const r = arguments[0].getBoundingClientRect(); return [r.left, r.top, r.width, r.height]",
+                element,
+            )
+        )
+
+    def shot(self, name: str) -> Path:
+        self.shots += 1
+        path = self.output / f"{self.shots:02d}-{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def type_into(self, css: str, text: str, enter: bool = True) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        field = self.find(css)
+        field.clear()
+        field.send_keys(text + (Keys.ENTER if enter else ""))
+
+    def loaded(self, css: str) -> bool:
+        return bool(self.all(css)) and all(
+            self.js("return arguments[0].naturalWidth > 0", e) for e in self.all(css)
+        )
+
+    def watch_status(self) -> None:
+        """Record every status the page shows, so the live updates can be checked afterwards."""
+        self.js("""
+            window.statusLog = [];
+            const el = document.querySelector('#status');
+            new MutationObserver(() => {
+                const s = el.dataset.status;
+                if (window.statusLog.at(-1) !== s) window.statusLog.push(s);
+            }).observe(el, {attributes: true, childList: true, characterData: true, subtree: true});
+        """)
+
+    def wait_done(self) -> list[str]:
+        self.wait(
+            lambda: self.js("return window.statusLog.some(s => s === 'done' || s === 'error')"), 90, "job"
+        )
+        assert self.find("#status").get_attribute("data-status") == "done", self.find("#status").text
+        return self.js("return window.statusLog")
+
+
+def api_get(live: LiveApi, key: str, path: str) -> dict:
+    response = httpx.get(live.url + path, headers={"X-API-Key": key}, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def check_boxes(page: Page, media: dict) -> None:
+    """Every face of the API's answer has one drawn box covering its box, scaled to the displayed photo."""
+    photo = page.find("#photo")
+    natural = page.js("return [arguments[0].naturalWidth, arguments[0].naturalHeight]", photo)
+    assert natural == [media["width"], media["height"]]
+    left, top, width, height = page.rect(photo)
+    assert width > 0 and abs(width / height - media["width"] / media["height"]) < 0.01, "aspect ratio kept"
+    sx, sy = width / media["width"], height / media["height"]
+    boxes = {
+        b.get_attribute("data-face-uuid"): b for b in page.all("[data-face-uuid]") if b.tag_name == "button"
+    }
+    assert sorted(boxes) == sorted(f["face_uuid"] for f in media["faces"])
+    for face in media["faces"]:
+        expected = (
+            left + (face["x"] - face["width"] / 2) * sx,
+            top + (face["y"] - face["height"] / 2) * sy,
+            face["width"] * sx,
+            face["height"] * sy,
+        )
+        drawn = page.rect(boxes[face["face_uuid"]])
+        assert np.allclose(drawn, expected, atol=TOLERANCE_PX), (face["face_uuid"], drawn, expected)
+
+
+def test_wrong_key_is_refused_with_a_clear_message(live, browser, output) -> None:  # type: ignore[no-untyped-def]
+    page = Page(browser, output)
+    browser.get(live.url)
+    page.wait(lambda: page.find("#api-key").is_displayed())
+    page.type_into("#api-key", "not-a-key")
+    page.wait(lambda: "Key not accepted" in page.find("#key-message").text)
+    assert "UNAUTHORIZED" in page.find("#key-message").text
+    assert not page.find("#console").is_displayed()
+    page.shot("wrong-key")
+
+
+def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
+    page = Page(browser, output)
+    browser.get(live.url)
+    page.wait(lambda: page.find("#api-key").is_displayed())
+    page.shot("key")
+    page.type_into("#api-key", api_key)  # Enter submits
+    page.wait(lambda: page.find("#file").is_displayed(), message="console after the key")
+    assert not page.find("#admin-panel").is_displayed(), "a tenant key sees no admin panel"
+
+    # Upload the group photo with the file picker: choosing the file starts the analysis.
+    group = output / "group.jpg"
+    group.write_bytes(photos.encode(photos.group()))
+    page.watch_status()
+    page.find("#file").send_keys(str(group))
+    page.wait(lambda: page.find("#status").get_attribute("data-status") in ("queued", "processing", "done"))
+    page.shot("status")
+    log = page.wait_done()
+    assert log[:2] == ["uploading", "queued"] and log[-1] == "done", log
+    assert log == [s for s in ("uploading", "queued", "processing", "done") if s in log], log
+
+    media = api_get(live, api_key, "v2/media/" + page.find("#stage").get_attribute("data-media-uuid"))
+    assert len(media["faces"]) == 2, "astronaut and Hopper"
+    page.wait(lambda: page.loaded("#photo"))
+    check_boxes(page, media)
+    page.shot("result")
+
+    # Click the astronaut (left); her tags appear as the API sent them, with her crop.
+    astronaut, hopper = sorted(media["faces"], key=lambda f: f["x"])
+    page.find(f'button[data-face-uuid="{astronaut["face_uuid"]}"]').click()
+    page.wait(lambda: page.find("#face-panel").get_attribute("data-face-uuid") == astronaut["face_uuid"])
+    shown = {
+        row.get_attribute("data-tag"): row.find_elements(page.by.TAG_NAME, "td")[0].text
+        for row in page.all("#tags tr[data-tag]")
+    }
+    assert {"age", "gender", "expression", "yaw", "quality"} <= set(shown)
+    assert shown == {t["name"]: t["value"] for t in astronaut["tags"]}
+    page.wait(lambda: page.loaded("#face-crop"), message="face crop")
+    page.shot("face-tags")
+
+    # The dense points appear when their toggle is ticked: one dot per point the API sent beyond the 5.
+    dense = sum(p["type"] not in FIVE_POINTS for f in media["faces"] for p in f["points"])
+    assert dense > 0 and page.js(DENSE_SHOWN) is False
+    page.find('.toggles input[data-layer="dense"]').click()
+    assert page.js(DENSE_SHOWN) is True and len(page.all(".dense circle")) == dense
+    # The result view, as the README shows it.
+    page.js("document.querySelector('#result-panel').scrollIntoView()")
+    shutil.copyfile(page.shot("result-dense"), page.output / "console.png")
+
+    # The same drawing at a phone's width.
+    browser.set_window_size(*PHONE)
+    page.wait(lambda: page.rect(page.find("#photo"))[2] < PHONE[0])
+    check_boxes(page, media)
+    overflow = page.js("""
+        return [...document.querySelectorAll('body *')]
+            .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+            .map(e => e.tagName + '#' + e.id + '.' + e.className);
+    """)
+    assert not overflow, f"wider than a phone: {overflow}"
+    page.js("document.querySelector('#result-panel').scrollIntoView()")
+    page.shot("phone")
+    browser.set_window_size(*LAPTOP)
+    page.wait(lambda: page.rect(page.find("#photo"))[2] > PHONE[0])
+
+    # A bad person id: the API's code and message, shown as such.
+    page.type_into("#person-id", "bad!@console")
+    page.wait(lambda: page.find("#error").is_displayed())
+    assert page.find("#error-text").text.startswith("INVALID_PERSON_ID: ")
+    page.shot("api-error")
+    page.find("#error-close").click()
+
+    # Enrol both faces; the persons panel lists them with thumbnails.
+    page.type_into("#person-id", "Eileen Collins@console")
+    page.wait(lambda: "Enrolled as Eileen Collins@console" in page.find("#enrol-message").text)
+    page.find(f'button[data-face-uuid="{hopper["face_uuid"]}"]').click()
+    page.type_into("#person-id", "Grace Hopper@console")
+    page.wait(lambda: "Enrolled as Grace Hopper@console" in page.find("#enrol-message").text)
+    page.wait(lambda: len(page.all("#persons li[data-person-id]")) == 2 and page.loaded("#persons img"))
+    persons = api_get(live, api_key, "v2/person?person_id=all@console")["persons"]
+    assert {p["person_id"]: p["faces_uuids"] for p in persons} == {
+        "Eileen Collins@console": [astronaut["face_uuid"]],
+        "Grace Hopper@console": [hopper["face_uuid"]],
+    }
+    page.shot("enrolled")
+
+    # Another photo of Hopper (mirrored, smaller), by URL with the visible Upload button; recognise it.
+    other = np.ascontiguousarray(photos.hopper()[::2, ::-2])
+    server = LocalServer(photos.encode(other))
+    try:
+        page.watch_status()
+        page.type_into("#image-url", server.url("/image.jpg"), enter=False)
+        page.find("#upload").click()
+        page.wait_done()
+        media = api_get(live, api_key, "v2/media/" + page.find("#stage").get_attribute("data-media-uuid"))
+        (face,) = media["faces"]
+        page.wait(lambda: page.loaded("#photo"))
+        check_boxes(page, media)
+    finally:
+        server.close()
+    page.find(f'button[data-face-uuid="{face["face_uuid"]}"]').click()
+    page.type_into("#recognize-namespace", "console")
+    page.wait(lambda: len(page.all("#matches li")) == 2 and page.loaded("#matches img"), 60, "matches")
+    shown = [
+        (li.get_attribute("data-person-id"), li.get_attribute("data-is-match"))
+        for li in page.all("#matches li")
+    ]
+    assert shown[0] == ("Grace Hopper@console", "true"), shown
+    answer = api_get(
+        live, api_key, "v2/recognize/" + page.find("#matches").get_attribute("data-recognize-uuid")
+    )
+    expected = [(m["person_id"], str(m["is_match"]).lower()) for m in answer["results"][0]["matches"]]
+    assert shown == expected
+    page.shot("recognised")
+
+
+def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
+    page = Page(browser, output)
+    browser.get(live.url)
+    # The tab still holds the tenant's key from the test before: the page signs in by itself; forget it.
+    page.wait(lambda: page.find("body").get_attribute("data-view") in ("key", "console"))
+    if page.find("body").get_attribute("data-view") == "console":
+        page.find("#forget-key").click()
+    page.type_into("#api-key", make_key("console-admin", admin=True))
+    page.wait(lambda: page.find("#admin-panel").is_displayed(), message="admin panel")
+    rows = [
+        [td.text for td in tr.find_elements(page.by.TAG_NAME, "td")] for tr in page.all("#usage tbody tr")
+    ]
+    usage = httpx.get(live.url + "v2/admin/usage", headers={"X-API-Key": api_key}).json()
+    assert usage["error"]["code"] == "FORBIDDEN"
+    assert any(row[0] == "tenant-a" and row[2] != "0" for row in rows), rows
+    page.shot("admin")
