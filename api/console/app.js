@@ -120,10 +120,12 @@ async function analyse(source) {
   photo.src = source.file ? URL.createObjectURL(source.file) : source.url;
   $("#stage").dataset.mediaUuid = accepted.media_uuid;
   $("#overlay").replaceChildren();
-  setStatus(accepted.status, accepted.media_uuid);
+  // "done" is said by showResult, once the faces are drawn (an upload seen before may answer done at once).
+  const report = (s) => s !== "done" && setStatus(s, accepted.media_uuid);
+  report(accepted.status);
   let done;
   try {
-    done = await poll(`v2/media/${accepted.media_uuid}`, (s) => setStatus(s, accepted.media_uuid), () => mine === generation);
+    done = await poll(`v2/media/${accepted.media_uuid}`, report, () => mine === generation);
   } catch (err) {
     setStatus("error", err.message);
     throw err;
@@ -134,12 +136,12 @@ async function analyse(source) {
 function showResult(answer) {
   media = answer;
   const n = answer.faces.length;
-  setStatus("done", `${n} face${n === 1 ? "" : "s"} found`);
   drawFaces($("#overlay"), answer, selectFace);
   $("#result-summary").textContent =
     `${answer.width} × ${answer.height} px · flags ${answer.detection_flags} · ` +
     (n ? "click a face (or Tab to it and press Enter) for its tags." : "no face found.");
   $("#result-panel").hidden = false;
+  setStatus("done", `${n} face${n === 1 ? "" : "s"} found`);
 }
 
 // Face details, enrol, recognise ----------------------------------------------------------------------

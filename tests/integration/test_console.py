@@ -7,6 +7,7 @@ Needs Debian's `chromium` and `chromium-driver` (`make browser` installs them).
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -45,6 +47,17 @@ CHROMIUM_FLAGS = [
 ]
 FIVE_POINTS = {512, 768, 5505024, 2048, 2304}  # Betaface ids of the detector's 5 points
 DENSE_SHOWN = "return getComputedStyle(document.querySelector('.dense')).display !== 'none'"
+# A file dropped on the drop zone, or pasted into the page, as a user's browser delivers it.
+DISPATCH_FILE = """
+    const [kind, b64] = arguments;
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], 'group.jpg', {type: 'image/jpeg'}));
+    const event = kind === 'drop'
+        ? new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true})
+        : new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true});
+    (kind === 'drop' ? document.querySelector('#drop-zone') : document.body).dispatchEvent(event);
+"""
 LAPTOP, PHONE = (1280, 900), (390, 844)
 TOLERANCE_PX = 2.5
 ROOT = Path(__file__).resolve().parents[2]
@@ -120,7 +133,15 @@ class Page:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def wait(self, condition, timeout: float = 30, message: str = ""):  # type: ignore[no-untyped-def]
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: condition(), message)
+        try:
+            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: condition())
+        except TimeoutException:
+            self.shot("timeout")
+            state = self.js(
+                "return ['error', 'status', 'enrol-message', 'recognize-message', 'persons', 'matches']"
+                ".map(id => id + ': ' + (document.getElementById(id)?.innerText ?? '').slice(0, 300))"
+            )
+            raise AssertionError(f"timed out waiting for {message or 'a condition'}; page: {state}") from None
 
     def js(self, script: str, *args: object):  # type: ignore[no-untyped-def]
         return self.driver.execute_script(script, *args)
@@ -229,7 +250,8 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     # (A job may go back to queued once: the harness's 6 s lease can expire while a busy machine loads models.)
     assert set(log) <= {"uploading", "queued", "processing", "done"}, log
 
-    media = api_get(live, api_key, "v2/media/" + page.find("#stage").get_attribute("data-media-uuid"))
+    first_media_uuid = page.find("#stage").get_attribute("data-media-uuid")
+    media = api_get(live, api_key, "v2/media/" + first_media_uuid)
     assert len(media["faces"]) == 2, "astronaut and Hopper"
     page.wait(lambda: page.loaded("#photo"))
     check_boxes(page, media)
@@ -287,7 +309,10 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     page.wait(lambda: page.find("#face-panel").get_attribute("data-face-uuid") == hopper["face_uuid"])
     page.type_into("#person-id", "Grace Hopper@console")
     page.wait(lambda: "Enrolled as Grace Hopper@console" in page.find("#enrol-message").text)
-    page.wait(lambda: len(page.all("#persons li[data-person-id]")) == 2 and page.loaded("#persons img"))
+    page.wait(
+        lambda: len(page.all("#persons li[data-person-id]")) == 2 and page.loaded("#persons img"),
+        message="two persons with thumbnails",
+    )
     persons = api_get(live, api_key, "v2/person?person_id=all@console")["persons"]
     assert {p["person_id"]: p["faces_uuids"] for p in persons} == {
         "Eileen Collins@console": [astronaut["face_uuid"]],
@@ -323,6 +348,14 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     expected = [(m["person_id"], str(m["is_match"]).lower()) for m in answer["results"][0]["matches"]]
     assert shown == expected
     page.shot("recognised")
+
+    # Drop and paste reach the same upload: the group photo again is the same job (same bytes, same flags).
+    for event in ("drop", "paste"):
+        page.watch_status()
+        page.js(DISPATCH_FILE, event, base64.b64encode(group.read_bytes()).decode())
+        page.wait_done()
+        assert page.find("#stage").get_attribute("data-media-uuid") == first_media_uuid, event
+        assert len(page.all("button[data-face-uuid]")) == 2
 
 
 def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
