@@ -14,6 +14,7 @@ const FLAGS = [
   ["extended", "colours, measurements", false],
   ["liveness", "liveness", false],
   ["bestface", "best face only", false],
+  ["basic", "box, 5 points, embedding only", false],
 ];
 
 let media = null; // the media answer on screen
@@ -67,6 +68,7 @@ async function signIn(key) {
   $("#admin-panel").hidden = usage === null;
   if (usage) renderUsage(usage);
   $("#file").focus();
+  listNamespaces().catch(showError);
 }
 
 async function onKeySubmit() {
@@ -180,7 +182,7 @@ async function enrol() {
     const ns = namespaceOf(answer.person_id);
     $("#recognize-namespace").value ||= ns;
     $("#persons-namespace").value = ns;
-    await listPersons();
+    await Promise.all([listPersons(), listNamespaces()]);
   }
 }
 
@@ -233,6 +235,35 @@ async function recognize() {
 }
 
 // Persons, usage ---------------------------------------------------------------------------------------
+
+// GET /v2/namespaces: buttons to browse each namespace, and suggestions for the namespace fields.
+async function listNamespaces() {
+  const { namespaces } = await call("v2/namespaces");
+  const suggestions = $("#namespace-suggestions");
+  const buttons = $("#namespaces");
+  suggestions.replaceChildren();
+  buttons.replaceChildren();
+  for (const { namespace, persons, faces } of namespaces) {
+    const option = document.createElement("option");
+    option.value = namespace;
+    suggestions.append(option);
+    const li = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.dataset.namespace = namespace;
+    button.textContent = `${namespace || "(default)"} · ${persons} persons · ${faces} faces`;
+    button.addEventListener(
+      "click",
+      guarded(async () => {
+        $("#persons-namespace").value = namespace;
+        await listPersons();
+      }),
+    );
+    li.append(button);
+    buttons.append(li);
+  }
+  if (!namespaces.length) buttons.innerHTML = "<li class=\"hint\">No namespace yet: enrol a face to make one.</li>";
+}
 
 let personsAsked = 0; // only the latest listing is drawn when two overlap
 
@@ -341,6 +372,7 @@ function wire() {
   $("#enrol-form").addEventListener("submit", guarded(enrol));
   $("#recognize-form").addEventListener("submit", guarded(recognize));
   $("#persons-form").addEventListener("submit", guarded(listPersons));
+  $("#namespaces-refresh").addEventListener("click", guarded(listNamespaces));
   $("#usage-refresh").addEventListener("click", guarded(async () => renderUsage(await call("v2/admin/usage"))));
 
   const saved = apiKey.get();

@@ -2,7 +2,7 @@
 and a Celery worker: key, upload, live status, boxes where the API puts them, tags, enrol, recognise.
 
 Screenshots of each step go to $FACEQUEUE_TEST_OUTPUT/console (or the test's temporary folder).
-Needs Debian's `chromium` and `chromium-driver` (`make browser` installs them).
+Needs Debian's `chromium` and `chromium-driver` (`make system-deps` installs them).
 """
 
 from __future__ import annotations
@@ -10,16 +10,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.options import Options
@@ -28,7 +24,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
-from api.app import create_app
 from tests import photos
 from tests.integration.conftest import make_key
 from tests.integration.helpers import LocalServer
@@ -66,37 +61,16 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.models,
     pytest.mark.skipif(
-        not CHROMEDRIVER.exists(), reason="needs Debian's chromium and chromium-driver (run `make browser`)"
+        not CHROMEDRIVER.exists(),
+        reason="needs Debian's chromium and chromium-driver (`make system-deps` installs them)",
     ),
 ]
 
 
-class LiveApi:
-    """The real app served over HTTP by uvicorn in a thread, on a free port of 127.0.0.1."""
-
-    def __init__(self) -> None:
-        self.socket = socket.socket()
-        self.socket.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.socket.getsockname()[1]}/"
-        config = uvicorn.Config(create_app(), log_level="warning", lifespan="off")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def live(database: str, worker) -> Iterator[LiveApi]:  # type: ignore[no-untyped-def]
-    server = LiveApi()
-    yield server
-    server.close()
+def live(live_server: str, worker) -> str:  # type: ignore[no-untyped-def]
+    """The api over real HTTP (conftest's live_server), with a worker processing the jobs."""
+    return f"http://{live_server}/"
 
 
 @pytest.fixture(scope="module")
@@ -189,8 +163,8 @@ class Page:
         return self.js("return window.statusLog")
 
 
-def api_get(live: LiveApi, key: str, path: str) -> dict:
-    response = httpx.get(live.url + path, headers={"X-API-Key": key}, timeout=10)
+def api_get(live: str, key: str, path: str) -> dict:
+    response = httpx.get(live + path, headers={"X-API-Key": key}, timeout=10)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -220,7 +194,7 @@ def check_boxes(page: Page, media: dict) -> None:
 
 def test_wrong_key_is_refused_with_a_clear_message(live, browser, output) -> None:  # type: ignore[no-untyped-def]
     page = Page(browser, output)
-    browser.get(live.url)
+    browser.get(live)
     page.wait(lambda: page.find("#api-key").is_displayed())
     page.type_into("#api-key", "not-a-key")
     page.wait(lambda: "Key not accepted" in page.find("#key-message").text)
@@ -231,7 +205,7 @@ def test_wrong_key_is_refused_with_a_clear_message(live, browser, output) -> Non
 
 def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
     page = Page(browser, output)
-    browser.get(live.url)
+    browser.get(live)
     page.wait(lambda: page.find("#api-key").is_displayed())
     page.shot("key")
     page.type_into("#api-key", api_key)  # Enter submits
@@ -313,6 +287,15 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
         lambda: len(page.all("#persons li[data-person-id]")) == 2 and page.loaded("#persons img"),
         message="two persons with thumbnails",
     )
+    # The namespace is listed with its counts (GET /v2/namespaces); its button lists its persons.
+    page.wait(
+        lambda: "2 persons · 2 faces" in page.find('#namespaces button[data-namespace="console"]').text,
+        message="the console namespace with its counts",
+    )
+    page.find("#persons-namespace").clear()
+    page.find('#namespaces button[data-namespace="console"]').click()
+    page.wait(lambda: page.find("#persons-namespace").get_attribute("value") == "console")
+    page.wait(lambda: len(page.all("#persons li[data-person-id]")) == 2 and page.loaded("#persons img"))
     persons = api_get(live, api_key, "v2/person?person_id=all@console")["persons"]
     assert {p["person_id"]: p["faces_uuids"] for p in persons} == {
         "Eileen Collins@console": [astronaut["face_uuid"]],
@@ -360,7 +343,7 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
 
 def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
     page = Page(browser, output)
-    browser.get(live.url)
+    browser.get(live)
     # The tab still holds the tenant's key from the test before: the page signs in by itself; forget it.
     page.wait(lambda: page.find("body").get_attribute("data-view") in ("key", "console"))
     if page.find("body").get_attribute("data-view") == "console":
@@ -368,7 +351,7 @@ def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: 
     page.type_into("#api-key", make_key("console-admin", admin=True))
     page.wait(lambda: page.find("#admin-panel").is_displayed(), message="admin panel")
     rows = [[td.text for td in tr.find_elements(By.TAG_NAME, "td")] for tr in page.all("#usage tbody tr")]
-    usage = httpx.get(live.url + "v2/admin/usage", headers={"X-API-Key": api_key}).json()
+    usage = httpx.get(live + "v2/admin/usage", headers={"X-API-Key": api_key}).json()
     assert usage["error"]["code"] == "FORBIDDEN"
     assert any(row[0] == "tenant-a" and row[2] != "0" for row in rows), rows
     page.shot("admin")
