@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -26,7 +26,6 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests import photos
 from tests.integration.conftest import make_key
-from tests.integration.helpers import LocalServer
 
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CHROMIUM = Path("/usr/bin/chromium")
@@ -44,7 +43,7 @@ FIVE_POINTS = {512, 768, 5505024, 2048, 2304}  # Betaface ids of the detector's 
 DENSE_SHOWN = "return getComputedStyle(document.querySelector('.dense')).display !== 'none'"
 # A file dropped on the drop zone, or pasted into the page, as a user's browser delivers it.
 DISPATCH_FILE = """
-    const [kind, b64] = arguments;
+    const [kind, b64] = arguments;  // the photo, as base64
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const data = new DataTransfer();
     data.items.add(new File([bytes], 'group.jpg', {type: 'image/jpeg'}));
@@ -97,8 +96,8 @@ def output(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Page:
     """Small helpers over the driver: find, wait, read rectangles, take numbered screenshots."""
 
-    def __init__(self, driver: webdriver.Chrome, output: Path) -> None:
-        self.driver, self.output, self.shots = driver, output, 0
+    def __init__(self, driver: webdriver.Chrome, output: Path, story: str) -> None:
+        self.driver, self.output, self.story, self.shots = driver, output, story, 0
 
     def find(self, css: str):  # type: ignore[no-untyped-def]
         return self.driver.find_element(By.CSS_SELECTOR, css)
@@ -108,7 +107,11 @@ class Page:
 
     def wait(self, condition, timeout: float = 30, message: str = ""):  # type: ignore[no-untyped-def]
         try:
-            return WebDriverWait(self.driver, timeout, poll_frequency=0.1).until(lambda _: condition())
+            # A list being redrawn may drop an element between finding and reading it: look again.
+            wait = WebDriverWait(
+                self.driver, timeout, poll_frequency=0.1, ignored_exceptions=[StaleElementReferenceException]
+            )
+            return wait.until(lambda _: condition())
         except TimeoutException:
             self.shot("timeout")
             state = self.js(
@@ -130,7 +133,7 @@ class Page:
 
     def shot(self, name: str) -> Path:
         self.shots += 1
-        path = self.output / f"{self.shots:02d}-{name}.png"
+        path = self.output / f"{self.story}-{self.shots:02d}-{name}.png"
         self.driver.save_screenshot(str(path))
         return path
 
@@ -140,8 +143,11 @@ class Page:
         field.send_keys(text + (Keys.ENTER if enter else ""))
 
     def loaded(self, css: str) -> bool:
-        return bool(self.all(css)) and all(
-            self.js("return arguments[0].naturalWidth > 0", e) for e in self.all(css)
+        """Images matching css exist and have all loaded (one script: lists may be redrawn meanwhile)."""
+        return self.js(
+            "const images = [...document.querySelectorAll(arguments[0])];"
+            "return images.length > 0 && images.every((img) => img.naturalWidth > 0)",
+            css,
         )
 
     def watch_status(self) -> None:
@@ -193,7 +199,7 @@ def check_boxes(page: Page, media: dict) -> None:
 
 
 def test_wrong_key_is_refused_with_a_clear_message(live, browser, output) -> None:  # type: ignore[no-untyped-def]
-    page = Page(browser, output)
+    page = Page(browser, output, "wrong-key")
     browser.get(live)
     page.wait(lambda: page.find("#api-key").is_displayed())
     page.type_into("#api-key", "not-a-key")
@@ -204,7 +210,7 @@ def test_wrong_key_is_refused_with_a_clear_message(live, browser, output) -> Non
 
 
 def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
-    page = Page(browser, output)
+    page = Page(browser, output, "story")
     browser.get(live)
     page.wait(lambda: page.find("#api-key").is_displayed())
     page.shot("key")
@@ -301,22 +307,18 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
         "Eileen Collins@console": [astronaut["face_uuid"]],
         "Grace Hopper@console": [hopper["face_uuid"]],
     }
+    page.js("document.querySelector('#persons').scrollIntoView({block: 'end'})")
     page.shot("enrolled")
 
-    # Another photo of Hopper (mirrored, smaller), by URL with the visible Upload button; recognise it.
-    other = np.ascontiguousarray(photos.hopper()[::2, ::-2])
-    server = LocalServer(photos.encode(other))
-    try:
-        page.watch_status()
-        page.type_into("#image-url", server.url("/image.jpg"), enter=False)
-        page.find("#upload").click()
-        page.wait_done()
-        media = api_get(live, api_key, "v2/media/" + page.find("#stage").get_attribute("data-media-uuid"))
-        (face,) = media["faces"]
-        page.wait(lambda: page.loaded("#photo"))
-        check_boxes(page, media)
-    finally:
-        server.close()
+    # Another photo of Hopper (mirrored, smaller), dropped on the drop zone; recognise it.
+    other = photos.encode(np.ascontiguousarray(photos.hopper()[::2, ::-2]))
+    page.watch_status()
+    page.js(DISPATCH_FILE, "drop", base64.b64encode(other).decode())
+    page.wait_done()
+    media = api_get(live, api_key, "v2/media/" + page.find("#stage").get_attribute("data-media-uuid"))
+    (face,) = media["faces"]
+    page.wait(lambda: page.loaded("#photo"))
+    check_boxes(page, media)
     page.find(f'button[data-face-uuid="{face["face_uuid"]}"]').click()
     page.type_into("#recognize-namespace", "console")
     page.wait(lambda: len(page.all("#matches li")) == 2 and page.loaded("#matches img"), 60, "matches")
@@ -330,19 +332,25 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     )
     expected = [(m["person_id"], str(m["is_match"]).lower()) for m in answer["results"][0]["matches"]]
     assert shown == expected
+    page.js("document.querySelector('#matches').scrollIntoView({block: 'end'})")
     page.shot("recognised")
 
-    # Drop and paste reach the same upload: the group photo again is the same job (same bytes, same flags).
-    for event in ("drop", "paste"):
-        page.watch_status()
-        page.js(DISPATCH_FILE, event, base64.b64encode(group.read_bytes()).decode())
-        page.wait_done()
-        assert page.find("#stage").get_attribute("data-media-uuid") == first_media_uuid, event
-        assert len(page.all("button[data-face-uuid]")) == 2
+    # Paste: the group photo again is the same job (same bytes, same flags), drawn again.
+    page.watch_status()
+    page.js(DISPATCH_FILE, "paste", base64.b64encode(group.read_bytes()).decode())
+    page.wait_done()
+    assert page.find("#stage").get_attribute("data-media-uuid") == first_media_uuid
+    assert len(page.all("button[data-face-uuid]")) == 2
+
+    # A URL with the visible Upload button: this one is refused by the api at once, and the page says why.
+    page.type_into("#image-url", "http://127.0.0.1:9/photo.jpg", enter=False)
+    page.find("#upload").click()
+    page.wait(lambda: page.find("#error").is_displayed(), message="the URL refusal")
+    assert page.find("#error-text").text.startswith("URL_FORBIDDEN: ")
 
 
 def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
-    page = Page(browser, output)
+    page = Page(browser, output, "admin")
     browser.get(live)
     # The tab still holds the tenant's key from the test before: the page signs in by itself; forget it.
     page.wait(lambda: page.find("body").get_attribute("data-view") in ("key", "console"))
