@@ -33,7 +33,8 @@ export async function call(path, { method = "GET", json, form, blob = false, key
   }
   if (!response.ok) {
     const error = (await response.json().catch(() => ({}))).error ?? {};
-    throw new ApiError(error.code ?? `HTTP_${response.status}`, error.message ?? response.statusText, response.status);
+    const code = error.code ?? `HTTP_${response.status}`;
+    throw new ApiError(code, error.message ?? response.statusText, response.status);
   }
   return blob ? response.blob() : response.json();
 }
@@ -41,9 +42,11 @@ export async function call(path, { method = "GET", json, form, blob = false, key
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // Poll a job (media or recognition) until done; report each new status; a failed job throws its error.
-// `isCurrent()` lets the caller abandon a poll that a newer action replaced.
-export async function poll(path, onStatus, isCurrent = () => true, intervalMs = 400) {
+// `isCurrent()` lets the caller abandon a poll that a newer action replaced. Quick at first, then every
+// 3 s at most, so a tab left open on a long queue costs little.
+export async function poll(path, onStatus, isCurrent = () => true) {
   let last;
+  let intervalMs = 300;
   while (isCurrent()) {
     const body = await call(path);
     if (body.status !== last) onStatus((last = body.status), body);
@@ -52,6 +55,7 @@ export async function poll(path, onStatus, isCurrent = () => true, intervalMs = 
       throw new ApiError(body.error?.code ?? "PROCESSING_FAILED", body.error?.message ?? "the job failed", 200);
     }
     await sleep(intervalMs);
+    intervalMs = Math.min(intervalMs * 1.2, 3000);
   }
   return null;
 }

@@ -17,8 +17,7 @@ const FLAGS = [
   ["basic", "box, 5 points, embedding only", false],
 ];
 
-let media = null; // the media answer on screen
-let selected = null; // the selected face of it
+let selected = null; // the face whose details are shown
 let generation = 0; // bumped by each upload, so an older poll stops drawing
 
 // Errors ----------------------------------------------------------------------------------------------
@@ -104,7 +103,7 @@ function setStatus(status, detail = "") {
 // `source` is {file} or {url}.
 async function analyse(source) {
   const mine = ++generation;
-  media = selected = null;
+  selected = null;
   $("#result-panel").hidden = true;
   $("#face-panel").hidden = true;
   setStatus("uploading");
@@ -115,7 +114,8 @@ async function analyse(source) {
     if (flags()) form.append("detection_flags", flags());
     accepted = await call("v2/media/file", { method: "POST", form });
   } else {
-    accepted = await call("v2/media", { method: "POST", json: { file_uri: source.url, detection_flags: flags() } });
+    const json = { file_uri: source.url, detection_flags: flags() };
+    accepted = await call("v2/media", { method: "POST", json });
   }
   const photo = $("#photo");
   if (photo.src.startsWith("blob:")) URL.revokeObjectURL(photo.src);
@@ -136,7 +136,6 @@ async function analyse(source) {
 }
 
 function showResult(answer) {
-  media = answer;
   const n = answer.faces.length;
   drawFaces($("#overlay"), answer, selectFace);
   $("#result-summary").textContent =
@@ -211,10 +210,12 @@ async function recognize() {
   });
   list.dataset.recognizeUuid = recognize_uuid;
   const say = (s) => ($("#recognize-message").textContent = `Recognition ${s}`);
-  const answer = await poll(`v2/recognize/${recognize_uuid}`, say, () => selected === face && mine === recognitions);
+  const current = () => selected === face && mine === recognitions;
+  const answer = await poll(`v2/recognize/${recognize_uuid}`, say, current);
   if (!answer) return;
   const matches = answer.results.find((r) => r.face_uuid === face.face_uuid)?.matches ?? [];
-  say(matches.length ? `done: ${matches.length} closest in “${ns || "default"}”` : `done: nobody enrolled in “${ns || "default"}”`);
+  const where = `“${ns || "default"}”`;
+  say(matches.length ? `done: ${matches.length} closest in ${where}` : `done: nobody enrolled in ${where}`);
   for (const m of matches) {
     const li = document.createElement("li");
     li.dataset.personId = m.person_id ?? "";
@@ -262,7 +263,7 @@ async function listNamespaces() {
     li.append(button);
     buttons.append(li);
   }
-  if (!namespaces.length) buttons.innerHTML = "<li class=\"hint\">No namespace yet: enrol a face to make one.</li>";
+  if (!namespaces.length) buttons.innerHTML = '<li class="hint">No namespace yet: enrol a face to make one.</li>';
 }
 
 let personsAsked = 0; // only the latest listing is drawn when two overlap
@@ -320,7 +321,8 @@ function wire() {
   $("#flags").append(
     ...FLAGS.map(([flag, what, on]) => {
       const label = document.createElement("label");
-      label.innerHTML = `<input type="checkbox" value="${flag}"${on ? " checked" : ""}> <code>${flag}</code> <span class="hint">${what}</span>`;
+      const box = `<input type="checkbox" value="${flag}"${on ? " checked" : ""}>`;
+      label.innerHTML = `${box} <code>${flag}</code> <span class="hint">${what}</span>`;
       return label;
     }),
   );
@@ -331,7 +333,10 @@ function wire() {
   $("#forget-key").addEventListener("click", () => askForKey("Key forgotten."));
   $("#error-close").addEventListener("click", clearError);
 
-  $("#file").addEventListener("change", guarded(async () => $("#file").files[0] && analyse({ file: $("#file").files[0] })));
+  $("#file").addEventListener(
+    "change",
+    guarded(async () => $("#file").files[0] && analyse({ file: $("#file").files[0] })),
+  );
   $("#upload-form").addEventListener(
     "submit",
     guarded(async () => {
@@ -367,7 +372,9 @@ function wire() {
     apply();
   }
   $("#photo").addEventListener("error", () => {
-    if ($("#photo").getAttribute("src")) showError(new ApiError("IMAGE_NOT_SHOWN", "this browser could not load the photo", 0));
+    if ($("#photo").getAttribute("src")) {
+      showError(new ApiError("IMAGE_NOT_SHOWN", "this browser could not load the photo", 0));
+    }
   });
   $("#enrol-form").addEventListener("submit", guarded(enrol));
   $("#recognize-form").addEventListener("submit", guarded(recognize));
@@ -376,12 +383,10 @@ function wire() {
   $("#usage-refresh").addEventListener("click", guarded(async () => renderUsage(await call("v2/admin/usage"))));
 
   const saved = apiKey.get();
-  if (saved) {
-    signIn(saved).catch((err) =>
-      askForKey(`${err.status === 401 ? "Key not accepted" : "Could not check the key"}: ${err.message}`),
-    );
-  }
-  else askForKey();
+  if (!saved) return askForKey();
+  signIn(saved).catch((err) =>
+    askForKey(`${err.status === 401 ? "Key not accepted" : "Could not check the key"}: ${err.message}`),
+  );
 }
 
 wire();

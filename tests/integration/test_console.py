@@ -79,6 +79,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     options.binary_location = str(CHROMIUM)
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # to find script errors
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_window_size(*LAPTOP)
     yield driver
@@ -347,6 +348,10 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     page.find("#upload").click()
     page.wait(lambda: page.find("#error").is_displayed(), message="the URL refusal")
     assert page.find("#error-text").text.startswith("URL_FORBIDDEN: ")
+
+    # No script failed along the way (refused requests are logged too, as they should be: not counted).
+    uncaught = [e["message"] for e in browser.get_log("browser") if "Uncaught" in e["message"]]
+    assert not uncaught, uncaught
 
 
 def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: ignore[no-untyped-def]
