@@ -150,7 +150,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # Its own process group, so that stopping it reaches the pool children too.
     worker = subprocess.Popen(worker_command(pool), start_new_session=True)
     try:
-        print(f"facequeue serving on http://{args.host}:{args.port} (docs at /docs)", flush=True)
+        print(
+            f"facequeue serving on http://{args.host}:{args.port}/ (web console; API docs at /docs)",
+            flush=True,
+        )
         uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port)
     finally:
         _stop_group(worker)
