@@ -33,6 +33,11 @@ from workers.heartbeat import alive_workers
 log = logging.getLogger(__name__)
 # The web console: static ES modules and CSS shipped in the package, calling only the public API.
 CONSOLE = Path(__file__).parent / "console"
+# The page holds an API key: it runs only its own files, talks only to this api and may not be framed.
+# Images may come from anywhere (a URL upload shows the photo from its own address).
+CONSOLE_POLICY = (
+    "default-src 'self'; img-src * data: blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 V1_PREFIXES = ("/v1/", "/service_json.svc/")
 RETRY_AFTER_S = 2
 # A passing outage of the database or the broker: the client should retry, it is not a bug.
@@ -134,7 +139,7 @@ def create_app() -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     def console() -> FileResponse:
-        return FileResponse(CONSOLE / "index.html")
+        return FileResponse(CONSOLE / "index.html", headers={"Content-Security-Policy": CONSOLE_POLICY})
 
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)

@@ -27,6 +27,7 @@ def test_page_at_root_with_the_key_field(client: TestClient) -> None:
     assert '<label for="api-key">API key</label>' in page.text
     assert re.search(r'<input id="file" name="file" type="file"', page.text)
     assert "/" not in client.get("/openapi.json").json()["paths"], "the page is not part of the API"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
 def test_every_asset_and_module_import_is_served_with_its_type(client: TestClient) -> None:
