@@ -73,3 +73,9 @@ export function faceImage(uid, size = 224) {
   }
   return crops.get(id);
 }
+
+// GET /health answers 200 or 503 with the same body (no key needed): read it either way.
+export async function health() {
+  const response = await fetch("health");
+  return response.json();
+}

@@ -1,7 +1,7 @@
 // The console page: key, upload, live status, result, face tags, enrol, recognise, persons, usage.
 // Every action is one or two calls of the public API (api.js); nothing here is private to the console.
 
-import { ApiError, apiKey, call, faceImage, poll } from "./api.js";
+import { ApiError, apiKey, call, faceImage, health, poll } from "./api.js";
 import { drawFaces, markSelected } from "./stage.js";
 import { renderTags } from "./tags.js";
 
@@ -68,6 +68,7 @@ async function signIn(key) {
   if (usage) renderUsage(usage);
   $("#file").focus();
   listNamespaces().catch(showError);
+  showHealth().catch(() => ($("#health").textContent = "health unknown"));
 }
 
 async function onKeySubmit() {
@@ -82,10 +83,25 @@ async function onKeySubmit() {
   }
 }
 
+// The service's own health, so that a job left queued because no worker runs is explained.
+async function showHealth() {
+  const h = await health();
+  const parts = ["database", "broker"].map((part) => `${part} ${h[part]}`);
+  parts.push(`${h.workers} worker${h.workers === 1 ? "" : "s"}`);
+  const el = $("#health");
+  el.textContent = parts.join(" · ");
+  el.classList.toggle("bad", !(h.database === "ok" && h.broker === "ok" && h.workers > 0));
+  el.title = h.workers > 0 ? "" : "no worker is consuming: uploads will wait in the queue";
+}
+
 // Upload and status -----------------------------------------------------------------------------------
 
 function flags() {
   return [...document.querySelectorAll("#flags input:checked")].map((box) => box.value).join(",");
+}
+
+function showFlags() {
+  $("#flags-summary").textContent = flags() || "the default (propoints, classifiers)";
 }
 
 function setStatus(status, detail = "") {
@@ -123,7 +139,10 @@ async function analyse(source) {
   $("#stage").dataset.mediaUuid = accepted.media_uuid;
   $("#overlay").replaceChildren();
   // "done" is said by showResult, once the faces are drawn (an upload seen before may answer done at once).
-  const report = (s) => s !== "done" && setStatus(s, accepted.media_uuid);
+  const report = (s) => {
+    if (s === "queued") showHealth().catch(() => {});
+    if (s !== "done") setStatus(s, accepted.media_uuid);
+  };
   report(accepted.status);
   let done;
   try {
@@ -326,6 +345,8 @@ function wire() {
       return label;
     }),
   );
+  $("#flags").addEventListener("change", showFlags);
+  showFlags();
   $("#key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     onKeySubmit();

@@ -218,6 +218,7 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     page.type_into("#api-key", api_key)  # Enter submits
     page.wait(lambda: page.find("#file").is_displayed(), message="console after the key")
     assert not page.find("#admin-panel").is_displayed(), "a tenant key sees no admin panel"
+    page.wait(lambda: "database ok · broker ok" in page.find("#health").text, message="the service's health")
 
     # Upload the group photo with the file picker: choosing the file starts the analysis.
     group = output / "group.jpg"
@@ -311,16 +312,27 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     page.js("document.querySelector('#persons').scrollIntoView({block: 'end'})")
     page.shot("enrolled")
 
-    # Another photo of Hopper (mirrored, smaller), dropped on the drop zone; recognise it.
+    # Another photo of Hopper (mirrored, smaller), dropped on the drop zone with the `extended` flag ticked
+    # too; her colours appear as swatches; recognise her.
+    page.find("details.flags summary").click()
+    page.find('#flags input[value="extended"]').click()
+    assert page.find("#flags-summary").text == "propoints,classifiers,extended"
     other = photos.encode(np.ascontiguousarray(photos.hopper()[::2, ::-2]))
     page.watch_status()
     page.js(DISPATCH_FILE, "drop", base64.b64encode(other).decode())
     page.wait_done()
     media = api_get(live, api_key, "v2/media/" + page.find("#stage").get_attribute("data-media-uuid"))
     (face,) = media["faces"]
+    assert "extended" in media["detection_flags"]
     page.wait(lambda: page.loaded("#photo"))
     check_boxes(page, media)
     page.find(f'button[data-face-uuid="{face["face_uuid"]}"]').click()
+    skin = next(t["value"] for t in face["tags"] if t["name"] == "color skin")
+    swatch = page.find('#tags tr[data-tag="color skin"] .swatch')
+    rgb = tuple(int(skin[i : i + 2], 16) for i in (0, 2, 4))
+    assert page.js("return getComputedStyle(arguments[0]).backgroundColor", swatch) == f"rgb{rgb}"
+    page.js("arguments[0].scrollIntoView({block: 'center'})", swatch)
+    page.shot("colours")
     page.type_into("#recognize-namespace", "console")
     page.wait(lambda: len(page.all("#matches li")) == 2 and page.loaded("#matches img"), 60, "matches")
     shown = [
@@ -336,7 +348,8 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     page.js("document.querySelector('#matches').scrollIntoView({block: 'end'})")
     page.shot("recognised")
 
-    # Paste: the group photo again is the same job (same bytes, same flags), drawn again.
+    # Paste: the group photo again, with the first flags, is the same job (same bytes, same flags).
+    page.find('#flags input[value="extended"]').click()
     page.watch_status()
     page.js(DISPATCH_FILE, "paste", base64.b64encode(group.read_bytes()).decode())
     page.wait_done()
