@@ -46,7 +46,7 @@ DISPATCH_FILE = """
     const [kind, b64] = arguments;  // the photo, as base64
     const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
     const data = new DataTransfer();
-    data.items.add(new File([bytes], 'group.jpg', {type: 'image/jpeg'}));
+    data.items.add(new File([bytes], 'photo.jpg', {type: 'image/jpeg'}));
     const event = kind === 'drop'
         ? new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true})
         : new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true});
@@ -54,7 +54,6 @@ DISPATCH_FILE = """
 """
 LAPTOP, PHONE = (1280, 900), (390, 844)
 TOLERANCE_PX = 2.5
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.integration,
