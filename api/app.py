@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
-from api import faces, recognition, v1, v2
+from api import batches, faces, recognition, v1, v2
 from api.vendors import betaface_xml, liveness, sightcorp
 from facequeue.settings import get_settings
 from schema import answers
@@ -130,7 +130,7 @@ def create_app() -> FastAPI:
     )
     for router in v1.make_routers():
         app.include_router(router, dependencies=DOCUMENTED_KEYS, responses={200: {"model": answers.V1Answer}})
-    for router in (v2.router, recognition.router, faces.router):
+    for router in (v2.router, recognition.router, faces.router, batches.router):
         app.include_router(router, dependencies=DOCUMENTED_KEYS, responses=answers.ERRORS)
     # Vendor adapters answer in their vendor's shapes (their own errors too).
     app.include_router(liveness.router)

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import is_uuid
 from facequeue.settings import Settings
+from schema.batches import ensure_batch, parse_batch_name
 from schema.blobs import put_blob
 from schema.errors import ErrorCode, FacequeueError
 from schema.flags import LANDMARK_SETS, normalise_flags
@@ -45,6 +46,7 @@ class UploadOptions(V1Request):
     recognize_parameters: str | None = None
     landmark_set: str | None = None  # betaface (default), facepp106, azure27
     quality_checks: bool = False  # add the liveness API's quality error codes to the result
+    batch: str | None = None  # the tenant's batch this upload belongs to (GET /v2/batches/{name})
 
     @field_validator("recognize_targets", mode="before")
     @classmethod
@@ -104,10 +106,97 @@ def create_image_job(
     detection_flags: str | None = None,
     original_filename: str | None = None,
     options: dict | None = None,
+    batch: str | None = None,
 ) -> Image:
-    """Exactly one of data / url. Same bytes + same flags by the same tenant returns the existing job."""
+    """Exactly one of data / url. Same bytes + same flags by the same tenant returns the existing job;
+    so does the same URL + flags within one batch."""
+    image = _new_image(
+        session,
+        settings,
+        tenant,
+        data=data,
+        url=url,
+        detection_flags=detection_flags,
+        original_filename=original_filename,
+        options=options,
+        batch=batch,
+    )
+    if image in session:  # a duplicate: the existing job
+        return image
+    session.add(image)
+    try:
+        session.commit()  # durable before the message exists
+    except IntegrityError:  # a concurrent upload of the same bytes won the race
+        session.rollback()
+        return _find_duplicate(session, tenant, image.dedupe_key)
+    _enqueue(image)
+    return image
+
+
+def create_url_jobs(
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    urls: list[str],
+    *,
+    batch: str,
+    detection_flags: str | None = None,
+    options: dict | None = None,
+) -> tuple[list[Image], list[dict]]:
+    """Many URL uploads into one batch in one transaction (POST /v2/batches/{name}/urls).
+
+    Each URL passes the same checks as image_url (the worker resolves and checks again before fetching).
+    Returns (jobs, rejected): a URL already in the batch with the same flags and options returns its
+    existing job; a refused URL is listed with its error code and does not stop the others.
+    """
+    jobs: list[Image] = []
+    rejected: list[dict] = []
+    new: list[Image] = []
+    seen: dict[str, Image] = {}
+    for index, url in enumerate(urls):
+        try:
+            image = _new_image(
+                session,
+                settings,
+                tenant,
+                url=validate_url(url, settings, f"urls[{index}]"),
+                detection_flags=detection_flags,
+                original_filename=url,
+                options=options,
+                batch=batch,
+            )
+        except FacequeueError as exc:
+            rejected.append({"index": index, "url": url, "code": exc.code.name, "message": exc.message})
+            continue
+        if image.dedupe_key in seen:  # the same URL twice in one request
+            image = seen[image.dedupe_key]
+        elif image not in session:
+            seen[image.dedupe_key] = image
+            new.append(image)
+            session.add(image)
+        jobs.append(image)
+    session.commit()  # one transaction for the whole manifest, durable before any message
+    for image in new:
+        _enqueue(image)
+    return jobs, rejected
+
+
+def _new_image(
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    *,
+    data: bytes | None = None,
+    url: str | None = None,
+    detection_flags: str | None = None,
+    original_filename: str | None = None,
+    options: dict | None = None,
+    batch: str | None = None,
+) -> Image:
+    """Validate and build the row (not added), or return the tenant's existing duplicate job."""
     flags = normalise_flags(detection_flags)
     options = {k: v for k, v in (options or {}).items() if v not in (None, "", [])}
+    batch = parse_batch_name(batch)
     if options.get("callback_url"):
         validate_url(options["callback_url"], settings, "callback_url")
     if options.get("landmark_set") and options["landmark_set"] not in LANDMARK_SETS:
@@ -120,7 +209,11 @@ def create_image_job(
         parse_parameters(options.get("parameters"), settings.default_fmr)
         check_targets(session, tenant.id, options["recognize_targets"])
     image = Image(
-        tenant_id=tenant.id, detection_flags=flags, original_filename=original_filename, options=options
+        tenant_id=tenant.id,
+        detection_flags=flags,
+        original_filename=original_filename,
+        options=options,
+        batch=batch,
     )
     if data is not None:
         image.format, image.width, image.height = sniff(
@@ -129,24 +222,27 @@ def create_image_job(
         image.sha256 = put_blob(session, settings, data)
         image.size = len(data)
         image.dedupe_key = f"{image.sha256}:{flags}{_outcome_options_digest(options)}"
+    else:
+        image.source_url = url  # checked by the caller, which knows the field's name
+        if batch:  # within a batch a URL is one job: a resumed manifest never fetches it twice
+            named = hashlib.sha256(f"{batch}\n{url}".encode()).hexdigest()
+            image.dedupe_key = f"url:{named}:{flags}{_outcome_options_digest(options)}"
+    if image.dedupe_key is not None:
         existing = _find_duplicate(session, tenant, image.dedupe_key)
         if existing is not None:
             return existing
-    else:
-        image.source_url = url  # checked by the route, which knows the field's name
+    if batch:
+        ensure_batch(session, tenant.id, batch)
     if options.get("callback_url"):
         image.callback_status = "pending"
-    session.add(image)
-    try:
-        session.commit()  # durable before the message exists
-    except IntegrityError:  # a concurrent upload of the same bytes won the race
-        session.rollback()
-        return _find_duplicate(session, tenant, image.dedupe_key)
+    return image
+
+
+def _enqueue(image: Image) -> None:
     try:
         enqueue_image(image.uid)
     except Exception:  # broker away: the job is safe in the database and the reaper will send it
         log.exception("could not enqueue image %s; the reaper will re-send it", image.uid)
-    return image
 
 
 def _outcome_options_digest(options: dict) -> str:

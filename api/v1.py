@@ -55,6 +55,7 @@ def register(router: APIRouter) -> None:
             detection_flags=body.detection_flags,
             original_filename=body.original_filename,
             options=body.options(),
+            batch=body.batch,
         )
         return _uploaded(image.uid)
 
@@ -69,6 +70,7 @@ def register(router: APIRouter) -> None:
             detection_flags=body.detection_flags,
             original_filename=body.original_filename or body.image_url,
             options=body.options(),
+            batch=body.batch,
         )
         return _uploaded(image.uid)
 

@@ -83,6 +83,7 @@ async def post_media(
             detection_flags=body.detection_flags,
             original_filename=body.original_filename or url,
             options=body.options(),
+            batch=body.batch,
         )
 
     return await answer_media(session, await run_in_threadpool(create), wait)
@@ -119,6 +120,7 @@ async def post_media_file(
             detection_flags=form.detection_flags,
             original_filename=form.original_filename or file.filename,
             options=form.options(),
+            batch=form.batch,
         )
 
     return await answer_media(session, await run_in_threadpool(create), wait)

@@ -31,6 +31,7 @@ class ErrorCode(Enum):
     INVALID_TARGET = (-31, 400, "recognition target is not a face uid, name@namespace or all@namespace")
     FACE_HAS_NO_EMBEDDING = (-32, 422, "face has no embedding for this profile")
     PROCESSING_FAILED = (-40, 500, "processing failed repeatedly")
+    CANCELLED = (-41, 409, "cancelled before processing (DELETE /v2/batches/{name})")
     NOT_AVAILABLE = (-50, 501, "feature not available in this build")
     SERVICE_UNAVAILABLE = (-60, 503, "the database or the queue is briefly unavailable; retry shortly")
 

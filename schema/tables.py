@@ -75,6 +75,8 @@ class Image(Base):
         Index("ix_images_status_updated", "status", "updated_at"),
         Index("ix_images_tenant_sha", "tenant_id", "sha256"),
         Index("ix_images_callback_due", "callback_status", "callback_next_at"),
+        # Batch counts and result pages (ordered by uid) read one tenant's batch through this index.
+        Index("ix_images_tenant_batch", "tenant_id", "batch", "uid"),
     )
 
     uid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uid)
@@ -85,6 +87,7 @@ class Image(Base):
     original_filename: Mapped[str | None] = mapped_column(String(500), nullable=True)
     detection_flags: Mapped[str] = mapped_column(String(200), default="")
     options: Mapped[dict] = mapped_column(JSON, default=dict)  # callback_url, set_person_id, ...
+    batch: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the tenant's batch name
     status: Mapped[str] = mapped_column(String(12), default="queued")
     error_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -108,6 +111,23 @@ class Image(Base):
     faces: Mapped[list[Face]] = relationship(
         back_populates="image", order_by="Face.index", cascade="all, delete-orphan"
     )
+
+
+class Batch(Base):
+    """Per-batch settings and the durable state of its one drain callback. Images name it by `batch`."""
+
+    __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("tenant_id", "name", name="uq_batches_tenant_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    callback_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    callback_status: Mapped[str | None] = mapped_column(String(12), nullable=True)  # pending|sent|failed
+    callback_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    callback_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    drained_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Namespace(Base):

@@ -56,16 +56,18 @@ def _embeddings(face: Face) -> dict[str, Any]:
     return out
 
 
+def face_v2(face: Face, embeddings: bool = False) -> dict[str, Any]:
+    """One face of a v2 media answer (also each line of a namespace export)."""
+    item = {"face_uuid": face.uid, **_centre_box(face), "detection_score": round(face.score, 4)}
+    item.update(points=face.points, tags=face.tags, person_id=person_id(face))
+    if embeddings:
+        item.update(_embeddings(face))
+    return item
+
+
 def media_v2(image: Image, embeddings: bool = False) -> dict[str, Any]:
     """GET /v2/media/{uuid}."""
-    faces = []
-    if image.status == JobStatus.DONE:
-        for face in image.faces:
-            item = {"face_uuid": face.uid, **_centre_box(face), "detection_score": round(face.score, 4)}
-            item.update(points=face.points, tags=face.tags, person_id=person_id(face))
-            if embeddings:
-                item.update(_embeddings(face))
-            faces.append(item)
+    faces = [face_v2(face, embeddings) for face in image.faces] if image.status == JobStatus.DONE else []
     error = None
     if image.status == JobStatus.ERROR:
         code, message = job_error(image)
@@ -82,6 +84,7 @@ def media_v2(image: Image, embeddings: bool = False) -> dict[str, Any]:
         "faces": faces,
         "recognize_uuid": recognize_uid_for(image.uid) if image.options.get("recognize_targets") else None,
         "quality_checks": image.quality_checks,
+        "batch": image.batch,
     }
 
 

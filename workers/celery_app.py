@@ -26,6 +26,7 @@ def make_celery() -> Celery:
             "facequeue.process_image": {"queue": IMAGES_QUEUE},
             "facequeue.recognize": {"queue": RECOGNIZE_QUEUE},
             "facequeue.deliver_callback": {"queue": CALLBACKS_QUEUE},
+            "facequeue.deliver_batch_callback": {"queue": CALLBACKS_QUEUE},
         },
         # A broker restart never ends a worker: reconnect forever (the default gives up after 100 tries).
         broker_connection_retry=True,
@@ -72,3 +73,13 @@ def enqueue_recognize(uid: str, priority: int = NORMAL) -> None:
 
 def enqueue_callback(uid: str, priority: int = CALLBACK) -> None:
     app.send_task("facequeue.deliver_callback", args=[uid], queue=CALLBACKS_QUEUE, priority=priority)
+
+
+def enqueue_batch_callback(batch_id: int, countdown: float = 0) -> None:
+    app.send_task(
+        "facequeue.deliver_batch_callback",
+        args=[batch_id],
+        queue=CALLBACKS_QUEUE,
+        countdown=countdown,
+        priority=CALLBACK,
+    )

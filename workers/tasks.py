@@ -16,14 +16,15 @@ from sqlalchemy import delete, select
 
 from facequeue.settings import Settings, get_settings
 from schema import wire
+from schema.batches import batch_summary, claim_drain_callback
 from schema.blobs import drop_blob, get_blob, put_blob
 from schema.db import is_outage, retry_outage, session_scope
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.flags import parse_flags
 from schema.persons import set_person
-from schema.tables import Embedding, Face, Image, RecognizeJob
+from schema.tables import Batch, Embedding, Face, Image, RecognizeJob
 from workers import callbacks, jobs, notify
-from workers.celery_app import app, enqueue_callback, enqueue_recognize
+from workers.celery_app import app, enqueue_batch_callback, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
 from workers.pipeline.decode import DecodedImage, decode_image
 from workers.pipeline.types import FaceAnalysis
@@ -236,6 +237,8 @@ def store_image(
     if image.options.get("callback_url"):
         callbacks.make_due(image)  # committed with the result: the outbox entry
         after_commit.append(lambda: enqueue_callback(image.uid))
+    if image.batch and (drained := claim_drain_callback(session, image.tenant_id, image.batch, image.uid)):
+        after_commit.append(lambda: enqueue_batch_callback(drained))
     return after_commit
 
 
@@ -310,6 +313,43 @@ def deliver_callback(self, image_uid: str) -> str:  # type: ignore[no-untyped-de
 
     # If the database stays away longer, the delivery lease lapses and the reaper sends it again.
     return retry_outage(write, settings.job_lease_s)
+
+
+@app.task(name="facequeue.deliver_batch_callback", bind=True, max_retries=None)
+def deliver_batch_callback(self, batch_id: int) -> str:  # type: ignore[no-untyped-def]
+    """POST the batch summary to the batch's callback_url, once, when it drained; retried like image
+    callbacks. The `pending` state was committed with the drain, so the reaper re-sends a lost message."""
+    settings = get_settings()
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        if batch is None or batch.callback_status != "pending":
+            return "nothing to send"
+        url, payload = batch.callback_url, batch_summary(session, batch)
+        batch.callback_attempts += 1
+        attempt = batch.callback_attempts
+    error = _post(url, payload, settings)
+    with session_scope() as session:
+        batch = session.get(Batch, batch_id)
+        batch.callback_error = error
+        if error is None:
+            batch.callback_status = "sent"
+        elif attempt >= settings.callback_max_attempts:
+            batch.callback_status = "failed"
+        status = batch.callback_status
+    if error is not None and attempt < settings.callback_max_attempts:
+        enqueue_batch_callback(batch_id, countdown=min(300, 2**attempt))
+    return status
+
+
+def _post(url: str, payload: dict, settings: Settings) -> str | None:
+    """POST JSON; the error text, or None when the receiver answered 2xx."""
+    try:
+        status = post_json(url, payload, settings)
+        return None if 200 <= status < 300 else f"callback answered HTTP {status}"
+    except FacequeueError as exc:
+        return exc.message
+    except Exception as exc:  # any network failure is the receiver's problem, recorded, never fatal
+        return f"{type(exc).__name__}: {exc}"
 
 
 @signals.worker_init.connect

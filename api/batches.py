@@ -1,0 +1,178 @@
+"""Batches (v2): status counts, paged results, cancellation, URL manifests, and a namespace's faces
+(for `facequeue export`). Thin: parse, authorise, delegate to schema/batches.py and api/uploads.py."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from api.deps import authenticate, db
+from api.uploads import UploadOptions, create_url_jobs, validate_url
+from facequeue.settings import get_settings
+from schema import wire
+from schema.batches import (
+    batch_summary,
+    cancel_queued,
+    claim_drain_callback,
+    ensure_batch,
+    get_batch,
+    parse_batch_name,
+)
+from schema.errors import ErrorCode, FacequeueError
+from schema.persons import namespace_id, parse_person_id
+from schema.tables import Face, Image, Person
+from workers.celery_app import enqueue_batch_callback
+
+router = APIRouter(prefix="/v2", tags=["v2 batches"])
+MAX_URLS = 10_000
+MAX_PAGE = 500
+
+
+class BatchSettings(BaseModel):
+    api_key: str | None = None
+    callback_url: str | None = Field(None, description="POSTed the batch summary once, when the batch drains")
+
+
+class UrlManifest(UploadOptions):
+    urls: list[str] = Field(min_length=1, max_length=MAX_URLS)
+    batch_callback_url: str | None = Field(None, description="as PUT /v2/batches/{name} callback_url")
+
+
+def _name(name: str) -> str:
+    parsed = parse_batch_name(name)
+    if parsed is None:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, "batch name is empty")
+    return parsed
+
+
+@router.put("/batches/{name}")
+def put_batch(name: str, body: BatchSettings, request: Request, session: Session = Depends(db)) -> dict:
+    """Create a batch or set its drain callback (before its first upload, or while it still runs)."""
+    tenant = authenticate(session, request, body.api_key)
+    name = _name(name)
+    if body.callback_url:
+        validate_url(body.callback_url, get_settings(), "callback_url")
+    ensure_batch(session, tenant.id, name, body.callback_url)
+    batch = get_batch(session, tenant.id, name)
+    # A callback set on a batch that has already drained fires now (once), not never.
+    has_images = session.execute(
+        select(Image.uid).where(Image.tenant_id == tenant.id, Image.batch == name).limit(1)
+    ).first()
+    drained = claim_drain_callback(session, tenant.id, name, None) if has_images else None
+    session.commit()
+    if drained is not None:
+        enqueue_batch_callback(drained)
+    return batch_summary(session, batch)
+
+
+@router.get("/batches/{name}")
+def get_batch_status(name: str, request: Request, session: Session = Depends(db)) -> dict:
+    tenant = authenticate(session, request)
+    return batch_summary(session, get_batch(session, tenant.id, _name(name)))
+
+
+@router.get("/batches/{name}/results")
+def get_batch_results(
+    name: str,
+    request: Request,
+    cursor: str | None = None,
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    status: str | None = Query(
+        None, description="only images in this status (queued, processing, done, error)"
+    ),
+    embeddings: bool = False,
+    session: Session = Depends(db),
+) -> dict:
+    """One page of the batch's media answers, in a stable order; pass next_cursor back for the next."""
+    tenant = authenticate(session, request)
+    batch = get_batch(session, tenant.id, _name(name))
+    query = (
+        select(Image)
+        .where(Image.tenant_id == tenant.id, Image.batch == batch.name)
+        .options(selectinload(Image.faces))
+        .order_by(Image.uid)
+        .limit(limit)
+    )
+    if cursor:
+        query = query.where(Image.uid > cursor)
+    if status:
+        query = query.where(Image.status == status)
+    images = list(session.execute(query).scalars())
+    return {
+        "batch": batch.name,
+        "results": [wire.media_v2(image, embeddings=embeddings) for image in images],
+        "next_cursor": images[-1].uid if len(images) == limit else None,
+    }
+
+
+@router.delete("/batches/{name}")
+def delete_batch(name: str, request: Request, session: Session = Depends(db)) -> dict:
+    """Cancel what is still queued (error CANCELLED); images already processing finish normally."""
+    tenant = authenticate(session, request)
+    batch = get_batch(session, tenant.id, _name(name))
+    cancelled = cancel_queued(session, tenant.id, batch.name)
+    drained = claim_drain_callback(session, tenant.id, batch.name, None)
+    session.commit()
+    if drained is not None:
+        enqueue_batch_callback(drained)
+    return {"cancelled": cancelled, **batch_summary(session, batch)}
+
+
+@router.post("/batches/{name}/urls", status_code=202)
+def post_batch_urls(name: str, body: UrlManifest, request: Request, session: Session = Depends(db)) -> dict:
+    """Up to 10,000 image URLs in one request; workers fetch them under the image_url address policy."""
+    tenant = authenticate(session, request, body.api_key)
+    name = _name(name)
+    settings = get_settings()
+    if body.batch_callback_url:
+        validate_url(body.batch_callback_url, settings, "batch_callback_url")
+        ensure_batch(session, tenant.id, name, body.batch_callback_url)
+    jobs, rejected = create_url_jobs(
+        session,
+        settings,
+        tenant,
+        body.urls,
+        batch=name,
+        detection_flags=body.detection_flags,
+        options=body.options(),
+    )
+    return {
+        "batch": name,
+        "accepted": [{"url": job.source_url, "media_uuid": job.uid, "status": job.status} for job in jobs],
+        "rejected": rejected,
+    }
+
+
+@router.get("/faces")
+def get_namespace_faces(
+    request: Request,
+    namespace: str = "",
+    cursor: int = 0,
+    limit: int = Query(100, ge=1, le=MAX_PAGE),
+    embeddings: bool = False,
+    session: Session = Depends(db),
+) -> dict:
+    """The enrolled faces of one namespace (each with its person and media uuid), paged by face id."""
+    tenant = authenticate(session, request)
+    parse_person_id(f"x@{namespace}")  # the namespace syntax check
+    ns = namespace_id(session, tenant.id, namespace, create=False)
+    faces: list[Face] = []
+    if ns is not None:
+        faces = list(
+            session.execute(
+                select(Face)
+                .join(Person, Person.id == Face.person_id)
+                .where(Face.tenant_id == tenant.id, Person.namespace_id == ns, Face.id > cursor)
+                .order_by(Face.id)
+                .limit(limit)
+            ).scalars()
+        )
+    return {
+        "namespace": namespace,
+        "faces": [
+            {"media_uuid": face.image_uid, **wire.face_v2(face, embeddings=embeddings)} for face in faces
+        ],
+        "next_cursor": faces[-1].id if len(faces) == limit else None,
+    }
