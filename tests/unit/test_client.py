@@ -1,0 +1,249 @@
+"""The client against a fake server (httpx.MockTransport): retries, Retry-After, typed results, ingest
+sources and the resume state. The real server is exercised in tests/integration/test_ingest.py."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+import pytest
+
+from facequeue.client import AsyncClient, Client, FacequeueAPIError, Retry, retry_after
+from facequeue.ingest import EXIT_ITEM_ERRORS, EXIT_OK, EXIT_SERVER, iter_sources, run_ingest
+from tests.photos import astronaut, encode, hopper
+
+FAST = Retry(attempts=4, base_s=0.01, max_s=0.05)
+
+
+class FakeServer:
+    """/v2/media: accepts base64 uploads, dedupes by sha256+options like the real one; a job is done on
+    its second poll. `refuse` answers the first N uploads with 429 + Retry-After."""
+
+    def __init__(self, refuse: int = 0, retry_after_s: str = "0.3") -> None:
+        self.refuse, self.retry_after_s = refuse, retry_after_s
+        self.jobs: dict[str, dict] = {}
+        self.keys: dict[str, str] = {}
+        self.polls: dict[str, int] = {}
+        self.upload_times: list[float] = []
+        self.requests = 0
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        if request.headers.get("x-api-key") != "k":
+            return httpx.Response(401, json={"error": {"code": "UNAUTHORIZED", "message": "no"}})
+        path = request.url.path
+        if request.method == "POST" and path == "/v2/media":
+            self.upload_times.append(time.monotonic())
+            if self.refuse > 0:
+                self.refuse -= 1
+                return httpx.Response(
+                    429,
+                    headers={"Retry-After": self.retry_after_s},
+                    json={"error": {"code": "RATE_LIMITED", "message": "slow down"}},
+                )
+            body = json.loads(request.content)
+            data = base64.b64decode(body.pop("file_base64"))
+            if not data.startswith(b"\xff\xd8"):
+                return httpx.Response(415, json={"error": {"code": "NOT_AN_IMAGE", "message": "no"}})
+            sha = hashlib.sha256(data).hexdigest()
+            key = sha + json.dumps(
+                {k: v for k, v in body.items() if k != "original_filename"}, sort_keys=True
+            )
+            uid = self.keys.setdefault(key, f"00000000-0000-0000-0000-{len(self.keys):012d}")
+            self.jobs[uid] = {"sha": sha, "body": body}
+            return httpx.Response(202, json={"media_uuid": uid, "checksum": sha, "status": "queued"})
+        if request.method == "GET" and path.startswith("/v2/media/"):
+            uid = path.rsplit("/", 1)[1]
+            if uid not in self.jobs:
+                return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "no"}})
+            self.polls[uid] = self.polls.get(uid, 0) + 1
+            done = self.polls[uid] >= 2
+            face = {"face_uuid": "f-" + uid[-4:], "x": 1, "y": 2, "width": 3, "height": 4, "angle": 0}
+            face.update(
+                detection_score=0.9, points=[], tags=[{"name": "age", "value": "40", "confidence": 1}]
+            )
+            return httpx.Response(
+                200,
+                json={
+                    "media_uuid": uid,
+                    "checksum": self.jobs[uid]["sha"],
+                    "status": "done" if done else "processing",
+                    "error": None,
+                    "faces": [face] if done else [],
+                },
+            )
+        if path == "/v2/person":
+            return httpx.Response(200, json={"persons": []})
+        return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": path}})
+
+
+def client_for(server: FakeServer) -> Client:
+    return Client("http://fq.test", "k", retry=FAST, transport=httpx.MockTransport(server))
+
+
+def test_retry_after_seconds_and_http_date() -> None:
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "2"})) == 2.0
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 28 <= retry_after(httpx.Response(429, headers={"Retry-After": when})) <= 30
+    assert retry_after(httpx.Response(429)) is None
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "soon"})) is None
+
+
+def test_429_is_honoured_with_retry_after() -> None:
+    server = FakeServer(refuse=2, retry_after_s="0.3")
+    client = client_for(server)
+    job = client.upload(encode(astronaut()), flags="bestface", batch="b1")
+    assert job.status == "queued"
+    times = server.upload_times
+    assert len(times) == 3  # two refusals, then accepted
+    # Retry-After (0.3 s) was waited, not the 0.01-0.05 s backoff.
+    assert times[1] - times[0] >= 0.29 and times[2] - times[1] >= 0.29
+    media = job.wait(timeout=5)
+    assert media.status == "done" and media.faces[0].tag("age") == "40"
+    assert server.jobs[job.media_uuid]["body"] == {"detection_flags": "bestface", "batch": "b1"}
+
+
+def test_gives_up_after_the_retry_budget_with_the_servers_code() -> None:
+    server = FakeServer(refuse=100, retry_after_s="0")
+    with pytest.raises(FacequeueAPIError) as info:
+        client_for(server).upload(encode(astronaut()))
+    assert info.value.status == 429 and info.value.code == "RATE_LIMITED"
+    assert len(server.upload_times) == FAST.attempts + 1
+
+
+def test_5xx_and_connection_errors_are_retried_4xx_are_not() -> None:
+    calls = {"n": 0}
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise httpx.ConnectError("refused")
+        if calls["n"] == 2:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"persons": [{"person_id": "a@x", "faces_uuids": []}]})
+
+    client = Client("http://fq.test", "k", retry=FAST, transport=httpx.MockTransport(flaky))
+    assert client.persons("all@x")[0]["person_id"] == "a@x"
+    assert calls["n"] == 3
+    server = FakeServer()
+    with pytest.raises(FacequeueAPIError) as info:
+        client_for(server).upload(b"not an image")
+    assert info.value.code == "NOT_AN_IMAGE" and server.requests == 1
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEQUEUE_URL", "http://example.test:9000/")
+    monkeypatch.setenv("FACEQUEUE_API_KEY", "secret")
+    client = Client()
+    assert client.base_url == "http://example.test:9000" and client.http.headers["x-api-key"] == "secret"
+    monkeypatch.delenv("FACEQUEUE_API_KEY")
+    with pytest.raises(ValueError, match="FACEQUEUE_API_KEY"):
+        Client()
+
+
+def test_async_client_ingest() -> None:
+    server = FakeServer(refuse=1, retry_after_s="0.05")
+
+    async def main() -> list:
+        async with AsyncClient("http://fq.test", "k", retry=FAST, transport=httpx.MockTransport(server)) as c:
+            return [
+                r async for r in c.ingest([encode(astronaut()), encode(hopper()), b"junk"], concurrency=2)
+            ]
+
+    results = asyncio.run(main())
+    assert sorted(r.status for r in results) == ["done", "done", "error"]
+    assert next(r for r in results if r.status == "error").error["code"] == "NOT_AN_IMAGE"
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """root/<person>/photo: two persons, a non-image, an image without extension, a nested folder."""
+    root = tmp_path / "archive"
+    (root / "Grace_Hopper" / "nested").mkdir(parents=True)
+    (root / "Eileen Collins").mkdir()
+    (root / "Grace_Hopper" / "a.jpg").write_bytes(encode(hopper()))
+    (root / "Grace_Hopper" / "nested" / "b").write_bytes(encode(hopper(), quality=60))  # no extension
+    (root / "Eileen Collins" / "c.jpeg").write_bytes(encode(astronaut()))
+    (root / "Eileen Collins" / "notes.jpg").write_text("not an image despite its name")
+    return root
+
+
+def test_sources_by_content_manifests_and_person_folders(archive: Path, tmp_path: Path) -> None:
+    items = list(iter_sources([str(archive)], person_from_folder=True, namespace="crew"))
+    assert [Path(i.source).name for i in items] == ["c.jpeg", "a.jpg", "b"]
+    assert [i.options["set_person_id"] for i in items] == ["Eileen Collins@crew"] + ["Grace Hopper@crew"] * 2
+    (tmp_path / "list.csv").write_text("id,path\n1,archive/Grace_Hopper/a.jpg\n2,https://example.org/x.jpg\n")
+    (tmp_path / "list.jsonl").write_text('{"source": "archive/Eileen Collins/c.jpeg"}\n"https://e.org/y"\n')
+    manifest = [
+        str(i.source) for i in iter_sources([str(tmp_path / "list.csv"), str(tmp_path / "list.jsonl")])
+    ]
+    assert manifest == [
+        str(archive / "Grace_Hopper" / "a.jpg"),
+        "https://example.org/x.jpg",
+        str(archive / "Eileen Collins" / "c.jpeg"),
+        "https://e.org/y",
+    ]
+    stdin = io.StringIO(f"# comment\n{archive}/Grace_Hopper/a.jpg\n\nhttps://e.org/z\n")
+    assert len(list(iter_sources(["-"], stdin=stdin))) == 2
+    assert len(list(iter_sources([f"{archive}/**/*.jp*g"]))) == 2  # globs keep images only
+
+
+def _args(sources: list[str], out: Path, **extra: object) -> SimpleNamespace:
+    base = dict(
+        sources=sources,
+        flags=None,
+        namespace="",
+        person_from_folder=False,
+        concurrency=3,
+        out=str(out),
+        state=None,
+        batch=None,
+        timeout=10,
+        quiet=True,
+        url=None,
+        api_key=None,
+    )
+    return SimpleNamespace(**{**base, **extra})
+
+
+def test_ingest_resumes_from_its_state_file(archive: Path, tmp_path: Path) -> None:
+    server = FakeServer()
+    out = tmp_path / "results.jsonl"
+    code = run_ingest(
+        _args([str(archive)], out, person_from_folder=True, namespace="crew"), client_for(server)
+    )
+    assert code == EXIT_OK
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 3 and {line["status"] for line in lines} == {"done"}
+    assert {"source", "sha256", "media_uuid", "status", "error", "faces"} <= lines[0].keys()
+    uploads = len(server.upload_times)
+    # Rerun: nothing is uploaded again, the output still has one line per source.
+    assert (
+        run_ingest(_args([str(archive)], out, person_from_folder=True, namespace="crew"), client_for(server))
+        == 0
+    )
+    assert len(server.upload_times) == uploads
+    assert len(out.read_text().splitlines()) == 3
+    assert (tmp_path / "results.jsonl.state.sqlite").exists()
+
+
+def test_ingest_exit_codes(archive: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # PNG magic: sent, refused by the server
+    server = FakeServer()
+    assert (
+        run_ingest(_args([str(bad), str(archive)], tmp_path / "o.jsonl"), client_for(server))
+        == EXIT_ITEM_ERRORS
+    )
+    wrong_key = Client("http://fq.test", "wrong", retry=FAST, transport=httpx.MockTransport(server))
+    assert run_ingest(_args([str(archive)], tmp_path / "p.jsonl"), wrong_key) == EXIT_SERVER
