@@ -8,10 +8,10 @@ job) makes the few items in flight at the kill come back as the same jobs, never
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -320,24 +320,18 @@ def run_ingest(args: Any, client: Client | None = None) -> int:
 
 def run_export(args: Any, client: Client | None = None) -> int:
     client = client or Client(args.url, args.api_key)
-    stream = (
-        open(args.out, "w", encoding="utf-8") if args.out else io.TextIOWrapper(sys.stdout.buffer, "utf-8")
-    )  # noqa: SIM115
-    try:
-        if args.batch:
-            rows = client.batch_results(args.batch, embeddings=args.embeddings)
-        else:
-            rows = client.namespace_faces(args.namespace, embeddings=args.embeddings)
-        count = 0
-        for row in rows:
-            stream.write(json.dumps(row, ensure_ascii=False) + "\n")
-            count += 1
-    except FacequeueAPIError as exc:
-        print(f"facequeue export: {exc}", file=sys.stderr)
-        return EXIT_SERVER
-    finally:
-        stream.flush()
-        if args.out:
-            stream.close()
+    if args.batch:
+        rows = client.batch_results(args.batch, embeddings=args.embeddings)
+    else:
+        rows = client.namespace_faces(args.namespace, embeddings=args.embeddings)
+    count = 0
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext(sys.stdout) as stream:
+        try:
+            for row in rows:  # streamed page by page, never held whole
+                stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+                count += 1
+        except FacequeueAPIError as exc:
+            print(f"facequeue export: {exc}", file=sys.stderr)
+            return EXIT_SERVER
     print(f"exported {count} {'media' if args.batch else 'faces'}", file=sys.stderr)
     return EXIT_OK

@@ -76,7 +76,7 @@ def claim_drain_callback(
     if batch.callback_status is not None or _pending(session, tenant_id, name, finishing_uid):
         return None
     batch.callback_status = "pending"
-    batch.drained_at = utcnow()
+    batch.drained_at = batch.updated_at = utcnow()
     return batch.id
 
 

@@ -128,6 +128,8 @@ class Batch(Base):
     callback_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     drained_at: Mapped[datetime | None] = mapped_column(nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Last change of the callback state: a `pending` callback untouched for long lost its message.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Namespace(Base):

@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, select, update
 from facequeue.settings import Settings, get_settings
 from schema.db import is_outage, session_scope
 from schema.errors import JobStatus
-from schema.tables import Image, RecognizeJob, utcnow
+from schema.tables import Batch, Image, RecognizeJob, utcnow
 from workers import callbacks
 from workers.celery_app import (
     CALLBACKS_QUEUE,
@@ -30,6 +30,7 @@ from workers.celery_app import (
     RECOGNIZE_QUEUE,
     RESENT,
     app,
+    enqueue_batch_callback,
     enqueue_callback,
     enqueue_image,
     enqueue_recognize,
@@ -106,6 +107,26 @@ def lost_messages(model: type[Image] | type[RecognizeJob], depth: int, min_age_s
     return uids
 
 
+def lost_batch_callbacks(settings: Settings) -> list[int]:
+    """Batch drain callbacks marked pending (durably, with the drain) whose message never ran: the worker
+    died between commit and send, or the broker lost it. Retries wait at most 300 s, so anything quiet
+    for longer than that (and the queued-message delay) has no message left."""
+    now = utcnow()
+    quiet = and_(
+        Batch.callback_status == "pending",
+        Batch.updated_at < now - timedelta(seconds=max(330, settings.requeue_queued_after_s)),
+    )
+    with session_scope() as session:
+        ids = list(session.execute(select(Batch.id).where(quiet).limit(BATCH)).scalars())
+        session.execute(
+            update(Batch)
+            .execution_options(synchronize_session=False)
+            .where(Batch.id.in_(ids))
+            .values(updated_at=now)
+        )
+    return ids
+
+
 def due_callbacks(depth: int) -> list[str]:
     """Due callbacks beyond the messages already queued for them (same shortfall rule as jobs)."""
     with session_scope() as session:
@@ -136,6 +157,9 @@ def reap_once(settings: Settings, view: BrokerView, recovered: bool = False, exp
         enqueue_callback(uid, RESENT)
     if uids:
         log.info("reaper sent %d due callbacks", len(uids))
+    for batch_id in lost_batch_callbacks(settings):
+        enqueue_batch_callback(batch_id)
+        sent += 1
     return sent + len(uids)
 
 

@@ -22,7 +22,7 @@ from schema.db import is_outage, retry_outage, session_scope
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.flags import parse_flags
 from schema.persons import set_person
-from schema.tables import Batch, Embedding, Face, Image, RecognizeJob
+from schema.tables import Batch, Embedding, Face, Image, RecognizeJob, utcnow
 from workers import callbacks, jobs, notify
 from workers.celery_app import app, enqueue_batch_callback, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
@@ -321,16 +321,18 @@ def deliver_batch_callback(self, batch_id: int) -> str:  # type: ignore[no-untyp
     callbacks. The `pending` state was committed with the drain, so the reaper re-sends a lost message."""
     settings = get_settings()
     with session_scope() as session:
-        batch = session.get(Batch, batch_id)
+        batch = session.get(Batch, batch_id, with_for_update=True)  # one delivery at a time
         if batch is None or batch.callback_status != "pending":
             return "nothing to send"
         url, payload = batch.callback_url, batch_summary(session, batch)
         batch.callback_attempts += 1
+        batch.updated_at = utcnow()
         attempt = batch.callback_attempts
     error = _post(url, payload, settings)
     with session_scope() as session:
         batch = session.get(Batch, batch_id)
         batch.callback_error = error
+        batch.updated_at = utcnow()
         if error is None:
             batch.callback_status = "sent"
         elif attempt >= settings.callback_max_attempts:

@@ -295,3 +295,23 @@ def test_one_batch_row_and_one_job_per_url_within_a_batch(client, api_key: str) 
             == 1
         )
     assert client.get("/v2/batches/dup", headers=headers).json()["total"] == 1
+
+
+def test_reaper_resends_a_lost_drain_callback(database: str, api_key: str) -> None:
+    """The drain was committed as `pending` but its message never ran (worker killed between the two)."""
+    from datetime import timedelta
+
+    from facequeue.settings import get_settings
+    from schema.db import session_scope
+    from schema.tables import Batch, Tenant, utcnow
+    from workers.reaper import lost_batch_callbacks
+
+    with session_scope() as session:
+        tenant = session.execute(select(Tenant.id).where(Tenant.name == "tenant-a")).scalar_one()
+        batch = Batch(tenant_id=tenant, name="lost-callback", callback_url="http://127.0.0.2:9/cb")
+        batch.callback_status, batch.updated_at = "pending", utcnow() - timedelta(hours=1)
+        session.add(batch)
+        session.flush()
+        lost = batch.id
+    assert lost in lost_batch_callbacks(get_settings())
+    assert lost not in lost_batch_callbacks(get_settings())  # re-sent once, then given time to run
