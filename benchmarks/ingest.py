@@ -1,0 +1,403 @@
+"""Batch ingestion end to end: `facequeue ingest` → api → Redis → N worker processes on Postgres, against
+the raw pipeline with the same N processes and face_recognition's own CLI, same photos, same run.
+
+    python benchmarks/ingest.py --photos 3000 --processes 2            # the full run
+    nice -n 10 python benchmarks/ingest.py --photos 300 --processes 2  # a shorter run on a busy machine
+
+Phases, one after another (never overlapping, so each gets the same cores):
+1. service: a fresh Postgres database and Redis db, `facequeue api`, one `facequeue worker
+   --concurrency N`; the photos go through `facequeue ingest` (its code, run in this process so upload
+   latency can be timed) into a batch. Meanwhile an interactive client uploads one photo every few
+   seconds (no batch) and times upload → done. Reported: images/s and faces/s over the whole ingest
+   (first upload to last result), enqueue (POST /v2/media) p50/p99 as the ingest client saw it,
+   interactive time-to-done p50/p95.
+2. pipeline: the same photos (bytes decoded inside the timing, as a worker does) through
+   `FacePipeline.analyse` in N processes (multiprocessing), same flags; models loaded before timing.
+3. peer: `face_recognition --cpus N known/ photos/` (ageitgey's CLI: HOG detection, 68-point
+   landmarks, ResNet encodings, compare), timed from start to exit.
+
+Photos: ../shared/data (CACD, UTKFace, WIDER and misc photos, interleaved so a small N mixes them) when
+present, else variants of the free photos (tests/photos.py) made by resizing, cropping and JPEG quality.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facequeue.client import Client  # noqa: E402
+from tests.photos import SHARED_DATA, astronaut, encode, group, hopper  # noqa: E402
+
+FACEQUEUE = [sys.executable, "-m", "facequeue.cli"]
+
+
+def shared_photos(n: int) -> list[Path]:
+    sets = [
+        sorted((SHARED_DATA / "identity" / "cacd_vs").rglob("*.jpg")),
+        sorted((SHARED_DATA / "age_gender" / "utkface").rglob("*.jpg")),
+        sorted((SHARED_DATA / "detection" / "wider_train_subset").rglob("*.jpg")),
+        sorted((SHARED_DATA / "misc").rglob("*.jpg")),
+    ]
+    mixed = [p for group_ in itertools.zip_longest(*sets) for p in group_ if p is not None]
+    return mixed[:n]
+
+
+def free_photos(n: int, folder: Path) -> list[Path]:
+    """Distinct files made from the free photos: scale, crop and JPEG quality vary per file."""
+    from PIL import Image
+
+    bases = [Image.fromarray(rgb) for rgb in (astronaut(), hopper(), group())]
+    paths = []
+    for i in range(n):
+        base = bases[i % len(bases)]
+        scale = 0.4 + 0.6 * ((i * 37) % 100) / 100
+        w, h = base.size
+        dx, dy = (i * 7) % 40, (i * 11) % 40
+        crop = base.crop((dx, dy, w - (i * 5) % 40, h - (i * 3) % 40))
+        small = crop.resize((max(64, int(crop.width * scale)), max(64, int(crop.height * scale))))
+        path = folder / f"free-{i:05d}.jpg"
+        path.write_bytes(encode(np.asarray(small), quality=60 + (i * 13) % 36))
+        paths.append(path)
+    return paths
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+class TimedClient(Client):
+    """The ingest client, recording how long each upload (POST /v2/media, retries included) took."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.enqueue_s: list[float] = []
+
+    def _upload(self, prepared, flags, options):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        job = super()._upload(prepared, flags, options)
+        self.enqueue_s.append(time.perf_counter() - start)
+        return job
+
+
+def interactive_probe(
+    base: str, key: str, flags: str, stop: threading.Event, every_s: float, out: list[float]
+) -> None:
+    """One interactive upload (a distinct photo, no batch) every few seconds while the bulk runs."""
+    with Client(base, key) as client:
+        for i in itertools.count():
+            if stop.wait(every_s):
+                return
+            data = encode(np.asarray(hopper()[:, : 400 + (i % 100)]))  # distinct bytes, one face
+            start = time.perf_counter()
+            client.upload(data, flags=flags).wait(timeout=600)
+            out.append(time.perf_counter() - start)
+
+
+def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict:
+    db_name = f"facequeue_ingest_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"{args.pg}/{db_name}",
+        "BROKER_URL": args.redis,
+        "FACEQUEUE_HOME": str(work / "home"),
+    }
+    api = worker = None
+    try:
+        import redis
+
+        redis.Redis.from_url(args.redis).flushdb()
+        subprocess.run([*FACEQUEUE, "migrate"], env=env, check=True, capture_output=True, cwd=ROOT)
+        key = subprocess.run(
+            [*FACEQUEUE, "keys", "create", "bench"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout.splitlines()[-1]
+        base = f"http://127.0.0.1:{args.port}"
+        api = subprocess.Popen(
+            [*FACEQUEUE, "api", "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        worker_log = (work / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [*FACEQUEUE, "worker", "--concurrency", str(args.processes), "--loglevel", "WARNING"],
+            env=env,
+            cwd=ROOT,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(300):
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        # Warm-up: every worker process loads its models before the clock starts.
+        with Client(base, key) as client:
+            warm = [
+                client.upload(encode(np.asarray(astronaut()[i:, i:])), flags=args.flags)
+                for i in range(4 * args.processes)
+            ]
+            for job in warm:
+                job.wait(timeout=600)
+        manifest = work / "manifest.txt"
+        manifest.write_text("".join(f"{p}\n" for p in paths))
+        out = work / "results.jsonl"
+        ingest_args = SimpleNamespace(
+            sources=[str(manifest)],
+            flags=args.flags,
+            namespace="",
+            person_from_folder=False,
+            concurrency=args.concurrency,
+            out=str(out),
+            state=None,
+            batch="bench",
+            timeout=3600,
+            quiet=True,
+            url=base,
+            api_key=key,
+        )
+        from facequeue.ingest import run_ingest
+
+        probe: list[float] = []
+        stop = threading.Event()
+        prober = threading.Thread(
+            target=interactive_probe, args=(base, key, args.flags, stop, args.probe_every, probe)
+        )
+        client = TimedClient(base, key, max_connections=args.concurrency + 4)
+        start = time.perf_counter()
+        prober.start()
+        code = run_ingest(ingest_args, client)
+        elapsed = time.perf_counter() - start
+        stop.set()
+        prober.join()
+        lines = [json.loads(line) for line in out.read_text().splitlines()]
+        faces = sum(len(line["faces"]) for line in lines)
+        batch = client.batch("bench")
+        return {
+            "exit": code,
+            "images": len(lines),
+            "done": sum(line["status"] == "done" for line in lines),
+            "faces": faces,
+            "seconds": elapsed,
+            "images/s": len(lines) / elapsed,
+            "faces/s": faces / elapsed,
+            "enqueue p50 ms": 1000 * percentile(client.enqueue_s, 0.5),
+            "enqueue p99 ms": 1000 * percentile(client.enqueue_s, 0.99),
+            "interactive n": len(probe),
+            "interactive p50 s": percentile(probe, 0.5),
+            "interactive p95 s": percentile(probe, 0.95),
+            "batch images/s (server)": batch["images_per_s"],
+            "batch counts": batch["counts"],
+        }
+    finally:
+        for process in (api, worker):
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=60)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+
+
+_PIPELINE = None
+
+
+def _init_pipeline(flags: str) -> None:
+    global _PIPELINE
+    from facequeue.settings import get_settings
+    from workers.pipeline.analyse import get_pipeline
+
+    _PIPELINE = get_pipeline(get_settings())
+    _analyse(encode(astronaut()), flags)  # warm-up
+
+
+def _analyse(data: bytes, flags: str) -> int:
+    from facequeue.settings import get_settings
+    from schema.flags import parse_flags
+    from workers.pipeline.decode import decode_image
+
+    settings = get_settings()
+    rgb = decode_image(data, settings.max_upload_bytes, settings.max_image_pixels).rgb
+    return len(_PIPELINE.analyse(rgb, set(parse_flags(flags)), options={"landmark_set": "betaface"}))
+
+
+def _analyse_path(job: tuple[str, str]) -> int:
+    path, flags = job
+    return _analyse(Path(path).read_bytes(), flags)
+
+
+def run_pipeline(paths: list[Path], args: argparse.Namespace) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(args.processes, initializer=_init_pipeline, initargs=(args.flags,)) as pool:
+        pool.map(_analyse_path, [(str(paths[0]), args.flags)] * args.processes)  # every process started
+        start = time.perf_counter()
+        faces = sum(pool.imap_unordered(_analyse_path, [(str(p), args.flags) for p in paths], chunksize=4))
+        elapsed = time.perf_counter() - start
+    return {
+        "images": len(paths),
+        "faces": faces,
+        "seconds": elapsed,
+        "images/s": len(paths) / elapsed,
+        "faces/s": faces / elapsed,
+    }
+
+
+def run_peer(paths: list[Path], args: argparse.Namespace, work: Path) -> dict:
+    """ageitgey's `face_recognition` command; its model package is replaced by a stand-in pointing at our
+    fetched, hash-checked copies of the same dlib files (tests/accuracy/peer.py does the same in-process)."""
+    from workers.models.fetch import fetch_source
+
+    stand_in = work / "standin" / "face_recognition_models"
+    stand_in.mkdir(parents=True)
+    models = {
+        "pose_predictor_model_location": "shape_predictor_68",
+        "pose_predictor_five_point_model_location": "shape_predictor_5",
+        "face_recognition_model_location": "dlib_resnet",
+        "cnn_face_detector_model_location": "mmod_detector",
+    }
+    (stand_in / "__init__.py").write_text(
+        "".join(f"def {fn}():\n    return {str(fetch_source(name))!r}\n" for fn, name in models.items())
+    )
+    known, unknown = work / "known", work / "unknown"
+    known.mkdir()
+    unknown.mkdir()
+    (known / "eileen.jpg").write_bytes(encode(astronaut()))
+    for i, path in enumerate(paths):  # its folder scan wants .jpg/.jpeg/.png names in one folder
+        (unknown / f"{i:05d}{path.suffix.lower() or '.jpg'}").symlink_to(path.resolve())
+    command = Path(sys.executable).parent / "face_recognition"
+    env = {**os.environ, "PYTHONPATH": str(work / "standin")}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [str(command), "--cpus", str(args.processes), str(known), str(unknown)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    elapsed = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    faces = sum(not line.endswith(",no_persons_found") for line in lines)
+    return {
+        "images": len(paths),
+        "faces": faces,
+        "seconds": elapsed,
+        "images/s": len(paths) / elapsed,
+        "faces/s": faces / elapsed,
+    }
+
+
+def machine() -> str:
+    try:
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
+        model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
+    except (OSError, subprocess.CalledProcessError):
+        model = "?"
+    return f"{model}, {os.cpu_count()} logical cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--photos", type=int, default=3000)
+    parser.add_argument(
+        "--processes", type=int, default=2, help="worker processes (and pipeline/peer processes)"
+    )
+    parser.add_argument("--concurrency", type=int, default=32, help="ingest: images in flight")
+    parser.add_argument(
+        "--flags", default="", help="detection_flags for every image ('' = the server default)"
+    )
+    parser.add_argument("--probe-every", type=float, default=3.0, help="seconds between interactive uploads")
+    parser.add_argument("--no-peer", action="store_true", help="skip face_recognition's CLI")
+    parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
+    parser.add_argument("--port", type=int, default=8791)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="facequeue-ingest-bench-"))
+    if SHARED_DATA.is_dir():
+        paths, source = shared_photos(args.photos), "../shared/data (CACD, UTKFace, WIDER, misc; interleaved)"
+    else:
+        (work / "photos").mkdir()
+        paths, source = (
+            free_photos(args.photos, work / "photos"),
+            "variants of the free photos (tests/photos.py)",
+        )
+    load = os.getloadavg()
+    print(f"{len(paths)} photos from {source}; {args.processes} processes; flags {args.flags or '(default)'}")
+    print(
+        f"machine: {machine()}; load average at start {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}", flush=True
+    )
+
+    service = run_service(paths, args, work)
+    print(
+        "service:",
+        json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in service.items()}),
+        flush=True,
+    )
+    pipeline = run_pipeline(paths, args)
+    print("pipeline:", json.dumps({k: round(v, 3) for k, v in pipeline.items()}), flush=True)
+    peer = None if args.no_peer else run_peer(paths, args, work)
+    if peer:
+        print("face_recognition CLI:", json.dumps({k: round(v, 3) for k, v in peer.items()}), flush=True)
+
+    print(f"\n## Ingest ({datetime.date.today()}, {len(paths)} photos, {args.processes} processes)\n")
+    print("| path | images/s | faces/s | faces | seconds |\n| --- | ---: | ---: | ---: | ---: |")
+    rows = [("facequeue ingest → api → Redis → workers", service), ("in-process pipeline", pipeline)]
+    if peer:
+        rows.append(("face_recognition CLI", peer))
+    for name, row in rows:
+        print(
+            f"| {name} | {row['images/s']:.2f} | {row['faces/s']:.2f} | {row['faces']} | {row['seconds']:.1f} |"
+        )
+    ratio = service["images/s"] / pipeline["images/s"]
+    print(
+        f"\nservice / pipeline images/s: {ratio:.1%} (target ≥ 85 %: {'met' if ratio >= 0.85 else 'NOT met'})"
+    )
+    if peer:
+        print(f"service / face_recognition CLI images/s: x{service['images/s'] / peer['images/s']:.1f}")
+    print(
+        f"enqueue p50 {service['enqueue p50 ms']:.1f} ms, p99 {service['enqueue p99 ms']:.1f} ms "
+        f"({len(paths)} uploads during the run)"
+    )
+    print(
+        f"interactive time-to-done during the bulk run: p50 {service['interactive p50 s']:.2f} s, "
+        f"p95 {service['interactive p95 s']:.2f} s (n={service['interactive n']}; target p95 < 2 s)"
+    )
+    print(f"ingest exit code {service['exit']}, batch counts {service['batch counts']}")
+
+
+if __name__ == "__main__":
+    main()
