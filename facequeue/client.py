@@ -451,7 +451,8 @@ class Client:
             return self._ingest_one(item, flags, options, timeout, skip, on_uploaded)
 
         pending: set[Future[IngestResult]] = set()
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest") as pool:
+        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest")
+        try:
             for source in sources:  # lazily: a million-line manifest is never held in memory
                 pending.add(pool.submit(one, _as_item(source)))
                 if len(pending) >= concurrency * 2:
@@ -460,6 +461,8 @@ class Client:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 yield from (future.result() for future in done)
+        finally:  # Ctrl-C or a consumer that stops early: drop what has not started, do not wait
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _ingest_one(
         self,

@@ -123,6 +123,15 @@ def test_kill_mid_run_then_resume_does_every_image_exactly_once(
     finished_before = len(out.read_text().splitlines())
     assert 3 <= finished_before < len(photos), "the kill must land mid-run"
 
+    # Ctrl-C: stops at once with the documented code, what finished is kept.
+    interrupted = cli(api_url, ingest_key, *args)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(out.read_text().splitlines()) < finished_before + 1:
+        time.sleep(0.1)
+    interrupted.send_signal(signal.SIGINT)
+    assert interrupted.wait(timeout=15) == 130
+    assert "run the same command again to resume" in interrupted.stderr.read()
+
     second = cli(api_url, ingest_key, *args)
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 0, stderr
