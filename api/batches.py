@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
-from api.deps import authenticate, db
+from api.deps import Db, authenticate
 from api.uploads import UploadOptions, create_url_jobs, validate_url
 from facequeue.settings import get_settings
-from schema import wire
+from schema import answers, wire
 from schema.batches import (
     batch_summary,
     cancel_queued,
@@ -47,8 +47,8 @@ def _name(name: str) -> str:
     return parsed
 
 
-@router.put("/batches/{name}")
-def put_batch(name: str, body: BatchSettings, request: Request, session: Session = Depends(db)) -> dict:
+@router.put("/batches/{name}", responses={200: {"model": answers.BatchSummary}})
+def put_batch(name: str, body: BatchSettings, request: Request, session: Db) -> dict:
     """Create a batch or set its drain callback (before its first upload, or while it still runs)."""
     tenant = authenticate(session, request, body.api_key)
     name = _name(name)
@@ -67,23 +67,23 @@ def put_batch(name: str, body: BatchSettings, request: Request, session: Session
     return batch_summary(session, batch)
 
 
-@router.get("/batches/{name}")
-def get_batch_status(name: str, request: Request, session: Session = Depends(db)) -> dict:
+@router.get("/batches/{name}", responses={200: {"model": answers.BatchSummary}})
+def get_batch_status(name: str, request: Request, session: Db) -> dict:
     tenant = authenticate(session, request)
     return batch_summary(session, get_batch(session, tenant.id, _name(name)))
 
 
-@router.get("/batches/{name}/results")
+@router.get("/batches/{name}/results", responses={200: {"model": answers.BatchResults}})
 def get_batch_results(
     name: str,
     request: Request,
+    session: Db,
     cursor: str | None = None,
     limit: int = Query(100, ge=1, le=MAX_PAGE),
     status: str | None = Query(
         None, description="only images in this status (queued, processing, done, error)"
     ),
     embeddings: bool = False,
-    session: Session = Depends(db),
 ) -> dict:
     """One page of the batch's media answers, in a stable order; pass next_cursor back for the next."""
     tenant = authenticate(session, request)
@@ -107,8 +107,8 @@ def get_batch_results(
     }
 
 
-@router.delete("/batches/{name}")
-def delete_batch(name: str, request: Request, session: Session = Depends(db)) -> dict:
+@router.delete("/batches/{name}", responses={200: {"model": answers.BatchCancelled}})
+def delete_batch(name: str, request: Request, session: Db) -> dict:
     """Cancel what is still queued (error CANCELLED); images already processing finish normally."""
     tenant = authenticate(session, request)
     batch = get_batch(session, tenant.id, _name(name))
@@ -120,8 +120,8 @@ def delete_batch(name: str, request: Request, session: Session = Depends(db)) ->
     return {"cancelled": cancelled, **batch_summary(session, batch)}
 
 
-@router.post("/batches/{name}/urls", status_code=202)
-def post_batch_urls(name: str, body: UrlManifest, request: Request, session: Session = Depends(db)) -> dict:
+@router.post("/batches/{name}/urls", status_code=202, responses={202: {"model": answers.BatchUrls}})
+def post_batch_urls(name: str, body: UrlManifest, request: Request, session: Db) -> dict:
     """Up to 10,000 image URLs in one request; workers fetch them under the image_url address policy."""
     tenant = authenticate(session, request, body.api_key)
     name = _name(name)
@@ -145,14 +145,14 @@ def post_batch_urls(name: str, body: UrlManifest, request: Request, session: Ses
     }
 
 
-@router.get("/faces")
+@router.get("/faces", responses={200: {"model": answers.NamespaceFaces}})
 def get_namespace_faces(
     request: Request,
+    session: Db,
     namespace: str = "",
     cursor: int = 0,
     limit: int = Query(100, ge=1, le=MAX_PAGE),
     embeddings: bool = False,
-    session: Session = Depends(db),
 ) -> dict:
     """The enrolled faces of one namespace (each with its person and media uuid), paged by face id."""
     tenant = authenticate(session, request)

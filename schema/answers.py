@@ -71,6 +71,7 @@ class Media(Answer):
     faces: list[Face]
     recognize_uuid: str | None
     quality_checks: list[str] | None
+    batch: str | None = Field(None, description="the batch the upload named, if any")
 
 
 class Person(Answer):
@@ -143,6 +144,71 @@ class Namespaces(Answer):
 
 class Usage(Answer):
     tenants: dict[str, dict]
+
+
+class BatchCounts(Answer):
+    queued: int
+    processing: int
+    done: int
+    error: int = Field(description="ended in error, cancelled ones apart")
+    cancelled: int = Field(description="still queued when the batch was cancelled (error code CANCELLED)")
+
+
+class BatchSummary(Answer):
+    batch: str
+    total: int
+    counts: BatchCounts
+    faces: int = Field(description="faces found in the batch's images")
+    drained: bool = Field(description="nothing queued or processing")
+    created_at: str
+    started_at: str | None = Field(description="first upload")
+    updated_at: str | None
+    first_finished_at: str | None
+    last_finished_at: str | None
+    images_per_s: float | None = Field(description="finished images over first upload → last finish")
+    faces_per_s: float | None
+    callback_url: str | None
+    callback_status: str | None = Field(description="null (not fired), pending, sent or failed")
+    callback_error: str | None
+
+
+class BatchCancelled(BatchSummary):
+    cancelled: int = Field(description="images this request cancelled")
+
+
+class BatchResults(Answer):
+    batch: str
+    results: list[Media]
+    next_cursor: str | None = Field(description="pass back as cursor for the next page; null on the last")
+
+
+class UrlAccepted(Answer):
+    url: str
+    media_uuid: str
+    status: str
+
+
+class UrlRejected(Answer):
+    index: int
+    url: str
+    code: str
+    message: str
+
+
+class BatchUrls(Answer):
+    batch: str
+    accepted: list[UrlAccepted]
+    rejected: list[UrlRejected]
+
+
+class NamespaceFace(Face):
+    media_uuid: str
+
+
+class NamespaceFaces(Answer):
+    namespace: str
+    faces: list[NamespaceFace]
+    next_cursor: int | None
 
 
 class V1Answer(Answer):
