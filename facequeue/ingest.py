@@ -230,7 +230,7 @@ def summary_table(counts: Counter[str], faces: int, elapsed: float, fresh: int) 
     order = ["done", "skipped"]
     for outcome in order + sorted(k for k in counts if k not in order):
         if counts.get(outcome):
-            label = "skipped (done in a previous run)" if outcome == "skipped" else outcome
+            label = "skipped (done before)" if outcome == "skipped" else outcome
             lines.append(f"  {label:<28}{counts[outcome]:>8}")
     return "\n".join(lines)
 
@@ -269,7 +269,15 @@ def run_ingest(args: Any, client: Client | None = None) -> int:
     faces = fresh = 0
     started = time.monotonic()
     appended = out.open("a", encoding="utf-8") if out else None
-    bar = tqdm(unit="img", dynamic_ncols=True, smoothing=0.05, file=sys.stderr, disable=args.quiet)
+    bar = tqdm(
+        unit=" images",
+        # Always images/s (tqdm would switch to s/image below 1/s), then our faces/s, faces and errors.
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]",
+        dynamic_ncols=True,
+        smoothing=0.05,
+        file=sys.stderr,
+        disable=args.quiet,
+    )
     if "-" not in args.sources:
         threading.Thread(target=_count_sources, args=(args, bar), daemon=True).start()
     items = iter_sources(args.sources, args.person_from_folder, args.namespace)
@@ -315,7 +323,12 @@ def run_ingest(args: Any, client: Client | None = None) -> int:
     if out:
         _rewrite(out, state)
     print(summary_table(counts, faces, time.monotonic() - started, fresh), file=sys.stderr)
-    return EXIT_OK if set(counts) <= {"done", "skipped"} else EXIT_ITEM_ERRORS
+    failed = sum(v for k, v in counts.items() if k not in ("done", "skipped"))
+    if failed:
+        where = f"; each error is in {out}" if out else ""
+        print(f"exit {EXIT_ITEM_ERRORS}: {failed} item(s) ended in error{where}", file=sys.stderr)
+        return EXIT_ITEM_ERRORS
+    return EXIT_OK
 
 
 def run_export(args: Any, client: Client | None = None) -> int:

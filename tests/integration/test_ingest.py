@@ -135,7 +135,7 @@ def test_kill_mid_run_then_resume_does_every_image_exactly_once(
     second = cli(api_url, ingest_key, *args)
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 0, stderr
-    assert "skipped (done in a previous run)" in stderr and "done" in stderr
+    assert "skipped (done before)" in stderr and "done" in stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == len(photos)  # one line per source, the kill's partial lines folded in
     assert {line["status"] for line in lines} == {"done"}
