@@ -324,3 +324,17 @@ def test_reaper_resends_a_lost_drain_callback(database: str, api_key: str) -> No
         lost = batch.id
     assert lost in lost_batch_callbacks(get_settings())
     assert lost not in lost_batch_callbacks(get_settings())  # re-sent once, then given time to run
+
+
+def test_client_ingest_of_urls_and_bytes(api_url: str, ingest_key: str, worker) -> None:  # type: ignore[no-untyped-def]
+    server = LocalServer(encode(hopper()))
+    try:
+        with Client(api_url, ingest_key) as client:
+            sources = [server.url("/image.jpg"), server.url("/missing"), variants(astronaut(), 1)[0]]
+            results = {r.source: r for r in client.ingest(sources, flags="bestface", batch="url-ingest")}
+        assert results[server.url("/image.jpg")].status == "done"
+        assert len(results[server.url("/image.jpg")].faces) == 1
+        assert results[server.url("/missing")].error["code"] == "URL_HTTP_ERROR"
+        assert results["<bytes>"].status == "done" and results["<bytes>"].sha256
+    finally:
+        server.close()
