@@ -17,6 +17,7 @@ import asyncio
 import base64
 import email.utils
 import hashlib
+import logging
 import os
 import random
 import time
@@ -29,6 +30,7 @@ from typing import Any
 
 import httpx
 
+log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 FINISHED = ("done", "error")
 Source = str | Path | bytes
@@ -495,6 +497,9 @@ class Client:
             return _failed(prepared, "WAIT_TIMEOUT", str(exc), job.media_uuid if job else None)
         except httpx.TransportError as exc:
             return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # one odd answer must not end a million-image run; it is reported
+            log.exception("ingest of %s failed", prepared.name)
+            return _failed(prepared, "CLIENT_ERROR", f"{type(exc).__name__}: {exc}")
 
 
 # Asynchronous client --------------------------------------------------------------------------------------

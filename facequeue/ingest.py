@@ -82,7 +82,10 @@ def _manifest_entries(stream: IO[str], kind: str) -> Iterator[str]:
         if not line or line.startswith("#"):
             continue
         if kind == "jsonl":
-            value = json.loads(line)
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError:  # reported as an unreadable source, the run goes on
+                value = line
             if isinstance(value, dict):
                 value = value.get("source") or value.get("path") or value.get("url")
             if value:
