@@ -1,14 +1,14 @@
 """batches: images.batch (+ index) and the batches table (drain callback)
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0011
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
