@@ -33,6 +33,9 @@ import httpx
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 FINISHED = ("done", "error")
+# Ingest asks the server to hold each upload's answer this long (?wait=; servers cap it, older ones ignore
+# it): most images come back finished in the same request, and only the slow ones are polled.
+SERVER_WAIT_S = 20.0
 Source = str | Path | bytes
 
 
@@ -263,6 +266,14 @@ def _as_item(source: Source | IngestItem) -> IngestItem:
     return source if isinstance(source, IngestItem) else IngestItem(source)
 
 
+def _job(kind: Any, client: Any, body: dict) -> Any:
+    """A job from an upload answer: 202 (accepted) or, after ?wait=, 200 with the finished media."""
+    job = kind(client, body["media_uuid"], body.get("checksum"), body["status"])
+    if "faces" in body and body["status"] in FINISHED:
+        job.media = Media.from_json(body)
+    return job
+
+
 # Hooks let a caller (the CLI's state file) skip finished items and record uploads before waiting.
 SkipHook = Callable[[Prepared], IngestResult | None]
 UploadedHook = Callable[[Prepared, str], None]
@@ -279,6 +290,7 @@ class Job:
     media_uuid: str
     checksum: str | None
     status: str
+    media: Media | None = None  # the finished answer, when the upload waited for it (`wait=`)
 
     def refresh(self, embeddings: bool = False) -> Media:
         media = self.client.media(self.media_uuid, embeddings=embeddings)
@@ -286,6 +298,8 @@ class Job:
         return media
 
     def wait(self, timeout: float = 300, poll_s: float = 0.1, embeddings: bool = False) -> Media:
+        if self.media is not None and not embeddings:
+            return self.media
         deadline = time.monotonic() + timeout
         while True:
             media = self.refresh(embeddings)
@@ -347,14 +361,19 @@ class Client:
         return response.json()
 
     # media
-    def upload(self, source: Source, flags: str | None = None, **options: Any) -> Job:
+    def upload(
+        self, source: Source, flags: str | None = None, *, wait: float | None = None, **options: Any
+    ) -> Job:
         """Queue an image (a path, bytes or an http(s) URL). Options: batch, set_person_id, callback_url,
-        recognize_targets, recognize_parameters, landmark_set, quality_checks, original_filename."""
-        return self._upload(prepare(IngestItem(source)), flags, options)
+        recognize_targets, recognize_parameters, landmark_set, quality_checks, original_filename.
+        `wait`: let the server hold the answer up to that many seconds (its ?wait=) so a quick job comes
+        back finished, with no polling; `job.wait()` then returns at once."""
+        return self._upload(prepare(IngestItem(source)), flags, options, wait)
 
-    def _upload(self, prepared: Prepared, flags: str | None, options: dict) -> Job:
-        body = self.request("POST", "/v2/media", json=media_body(prepared, flags, options))
-        return Job(self, body["media_uuid"], body.get("checksum"), body["status"])
+    def _upload(self, prepared: Prepared, flags: str | None, options: dict, wait: float | None = None) -> Job:
+        params = {"wait": wait} if wait else None
+        body = self.request("POST", "/v2/media", json=media_body(prepared, flags, options), params=params)
+        return _job(Job, self, body)
 
     def media(self, media_uuid: str, embeddings: bool = False) -> Media:
         params = {"embeddings": "true"} if embeddings else None
@@ -487,7 +506,7 @@ class Client:
             return earlier
         job = None
         try:
-            job = self._upload(prepared, flags, {**options, **item.options})
+            job = self._upload(prepared, flags, {**options, **item.options}, min(SERVER_WAIT_S, timeout))
             if on_uploaded is not None:
                 on_uploaded(prepared, job.media_uuid)
             return _result(prepared, job.wait(timeout=timeout))
@@ -511,8 +530,11 @@ class AsyncJob:
     media_uuid: str
     checksum: str | None
     status: str
+    media: Media | None = None
 
     async def wait(self, timeout: float = 300, poll_s: float = 0.1, embeddings: bool = False) -> Media:
+        if self.media is not None and not embeddings:
+            return self.media
         deadline = time.monotonic() + timeout
         while True:
             media = await self.client.media(self.media_uuid, embeddings=embeddings)
@@ -573,13 +595,20 @@ class AsyncClient:
             raise _error_of(response)
         return response.json()
 
-    async def upload(self, source: Source, flags: str | None = None, **options: Any) -> AsyncJob:
+    async def upload(
+        self, source: Source, flags: str | None = None, *, wait: float | None = None, **options: Any
+    ) -> AsyncJob:
         prepared = await asyncio.to_thread(prepare, IngestItem(source))
-        return await self._upload(prepared, flags, options)
+        return await self._upload(prepared, flags, options, wait)
 
-    async def _upload(self, prepared: Prepared, flags: str | None, options: dict) -> AsyncJob:
-        body = await self.request("POST", "/v2/media", json=media_body(prepared, flags, options))
-        return AsyncJob(self, body["media_uuid"], body.get("checksum"), body["status"])
+    async def _upload(
+        self, prepared: Prepared, flags: str | None, options: dict, wait: float | None = None
+    ) -> AsyncJob:
+        params = {"wait": wait} if wait else None
+        body = await self.request(
+            "POST", "/v2/media", json=media_body(prepared, flags, options), params=params
+        )
+        return _job(AsyncJob, self, body)
 
     async def media(self, media_uuid: str, embeddings: bool = False) -> Media:
         params = {"embeddings": "true"} if embeddings else None
@@ -634,7 +663,9 @@ class AsyncClient:
                 return IngestResult(str(item.source), None, None, "error", error)
             job = None
             try:
-                job = await self._upload(prepared, flags, {**options, **item.options})
+                job = await self._upload(
+                    prepared, flags, {**options, **item.options}, min(SERVER_WAIT_S, timeout)
+                )
                 return _result(prepared, await job.wait(timeout=timeout))
             except FacequeueAPIError as exc:
                 return _failed(prepared, exc.code, exc.message, job.media_uuid if job else None)

@@ -28,8 +28,8 @@ class FakeServer:
     """/v2/media: accepts base64 uploads, dedupes by sha256+options like the real one; a job is done on
     its second poll. `refuse` answers the first N uploads with 429 + Retry-After."""
 
-    def __init__(self, refuse: int = 0, retry_after_s: str = "0.3") -> None:
-        self.refuse, self.retry_after_s = refuse, retry_after_s
+    def __init__(self, refuse: int = 0, retry_after_s: str = "0.3", sync: bool = False) -> None:
+        self.refuse, self.retry_after_s, self.sync = refuse, retry_after_s, sync
         self.jobs: dict[str, dict] = {}
         self.keys: dict[str, str] = {}
         self.polls: dict[str, int] = {}
@@ -60,30 +60,35 @@ class FakeServer:
             )
             uid = self.keys.setdefault(key, f"00000000-0000-0000-0000-{len(self.keys):012d}")
             self.jobs[uid] = {"sha": sha, "body": body}
+            if self.sync and request.url.params.get("wait"):  # ?wait=: answered finished, as the poll
+                self.polls[uid] = 1
+                return self._media(uid)
             return httpx.Response(202, json={"media_uuid": uid, "checksum": sha, "status": "queued"})
         if request.method == "GET" and path.startswith("/v2/media/"):
             uid = path.rsplit("/", 1)[1]
             if uid not in self.jobs:
                 return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": "no"}})
-            self.polls[uid] = self.polls.get(uid, 0) + 1
-            done = self.polls[uid] >= 2
-            face = {"face_uuid": "f-" + uid[-4:], "x": 1, "y": 2, "width": 3, "height": 4, "angle": 0}
-            face.update(
-                detection_score=0.9, points=[], tags=[{"name": "age", "value": "40", "confidence": 1}]
-            )
-            return httpx.Response(
-                200,
-                json={
-                    "media_uuid": uid,
-                    "checksum": self.jobs[uid]["sha"],
-                    "status": "done" if done else "processing",
-                    "error": None,
-                    "faces": [face] if done else [],
-                },
-            )
+            return self._media(uid)
         if path == "/v2/person":
             return httpx.Response(200, json={"persons": []})
         return httpx.Response(404, json={"error": {"code": "NOT_FOUND", "message": path}})
+
+    def _media(self, uid: str) -> httpx.Response:
+        """The poll answer: processing on the first look, done (one face) from the second."""
+        self.polls[uid] = self.polls.get(uid, 0) + 1
+        done = self.polls[uid] >= 2
+        face = {"face_uuid": "f-" + uid[-4:], "x": 1, "y": 2, "width": 3, "height": 4, "angle": 0}
+        face.update(detection_score=0.9, points=[], tags=[{"name": "age", "value": "40", "confidence": 1}])
+        return httpx.Response(
+            200,
+            json={
+                "media_uuid": uid,
+                "checksum": self.jobs[uid]["sha"],
+                "status": "done" if done else "processing",
+                "error": None,
+                "faces": [face] if done else [],
+            },
+        )
 
 
 def client_for(server: FakeServer) -> Client:
@@ -110,6 +115,17 @@ def test_429_is_honoured_with_retry_after() -> None:
     media = job.wait(timeout=5)
     assert media.status == "done" and media.faces[0].tag("age") == "40"
     assert server.jobs[job.media_uuid]["body"] == {"detection_flags": "bestface", "batch": "b1"}
+
+
+def test_a_waited_upload_comes_back_finished_without_polling() -> None:
+    server = FakeServer(sync=True)
+    client = client_for(server)
+    job = client.upload(encode(hopper()), wait=5)
+    requests = server.requests
+    assert job.media is not None and job.wait().status == "done"
+    assert server.requests == requests  # no poll
+    results = list(client.ingest([encode(astronaut())]))
+    assert results[0].status == "done" and server.requests == requests + 1  # one request per image
 
 
 def test_gives_up_after_the_retry_budget_with_the_servers_code() -> None:
