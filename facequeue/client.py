@@ -276,6 +276,7 @@ def _job(kind: Any, client: Any, body: dict) -> Any:
 
 # Hooks let a caller (the CLI's state file) skip finished items and record uploads before waiting.
 SkipHook = Callable[[Prepared], IngestResult | None]
+QuickSkipHook = Callable[[IngestItem], IngestResult | None]
 UploadedHook = Callable[[Prepared, str], None]
 
 
@@ -459,16 +460,20 @@ class Client:
         timeout: float = 600,
         skip: SkipHook | None = None,
         on_uploaded: UploadedHook | None = None,
+        quick_skip: QuickSkipHook | None = None,
         **options: Any,
     ) -> Iterator[IngestResult]:
         """Upload and wait for every source, `concurrency` at a time; yield results as they complete.
 
         A source that cannot be read or is refused becomes an error result; the others go on. `skip`
         (called after hashing, from the pool's threads) may answer an item from elsewhere, e.g. a state
-        file of an earlier run; `on_uploaded` is told each accepted media uuid before the wait.
+        file of an earlier run; `quick_skip` may do so before the file is even read; `on_uploaded` is
+        told each accepted media uuid before the wait.
         """
 
         def one(item: IngestItem) -> IngestResult:
+            if quick_skip is not None and (earlier := quick_skip(item)) is not None:
+                return earlier
             return self._ingest_one(item, flags, options, timeout, skip, on_uploaded)
 
         pending: set[Future[IngestResult]] = set()

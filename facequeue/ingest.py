@@ -159,15 +159,47 @@ class State:
         self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a crash of this process
         self.db.execute(
             "CREATE TABLE IF NOT EXISTS items (seq INTEGER PRIMARY KEY AUTOINCREMENT, source TEXT UNIQUE,"
-            " content_key TEXT, media_uuid TEXT, status TEXT, result TEXT)"
+            " content_key TEXT, media_uuid TEXT, status TEXT, result TEXT, stat TEXT)"
         )
         self.db.execute("CREATE INDEX IF NOT EXISTS ix_items_key ON items (content_key, status)")
         self.flags, self.options = flags, options
 
     def key(self, prepared: Prepared) -> str:
-        options = {**self.options, **prepared.item.options}
-        digest = hashlib.sha256(json.dumps([self.flags, options], sort_keys=True).encode()).hexdigest()[:16]
-        return f"{prepared.sha256 or 'url:' + str(prepared.url)}:{digest}"
+        return f"{prepared.sha256 or 'url:' + str(prepared.url)}:{self._digest(prepared.item)}"
+
+    def _digest(self, item: IngestItem) -> str:
+        options = {**self.options, **item.options}
+        return hashlib.sha256(json.dumps([self.flags, options], sort_keys=True).encode()).hexdigest()[:16]
+
+    @staticmethod
+    def _stat(item: IngestItem) -> str | None:
+        """Size and modification time of a file source: unchanged since it was done = done, unread."""
+        if isinstance(item.source, bytes) or is_url(item.source):
+            return None
+        try:
+            st = os.stat(item.source)
+        except OSError:
+            return None
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def quick_skip(self, item: IngestItem) -> IngestResult | None:
+        """A file this very source path finished with the same flags and options, unchanged since: skipped
+        without reading it (a rerun over millions of done photos does not read them all again)."""
+        stat = self._stat(item)
+        if stat is None:
+            return None
+        name = item.name or str(item.source)
+        with self.lock:
+            row = self.db.execute(
+                "SELECT result FROM items WHERE source = ? AND status = 'done' AND stat = ?"
+                " AND content_key LIKE ?",
+                (name, stat, f"%:{self._digest(item)}"),
+            ).fetchone()
+        if row is None:
+            return None
+        result = IngestResult(**json.loads(row[0]))
+        result.status = "skipped"
+        return result
 
     def skip(self, prepared: Prepared) -> IngestResult | None:
         """A result recorded done by an earlier run (for this source, or the same content elsewhere)."""
@@ -179,17 +211,18 @@ class State:
             if row is None:
                 return None
             result = IngestResult(**{**json.loads(row[0]), "source": prepared.name})
-            self._put(prepared.name, self.key(prepared), result)
+            self._put(prepared.name, self.key(prepared), result, self._stat(prepared.item))
         result.status = "skipped"
         return result
 
     def uploaded(self, prepared: Prepared, media_uuid: str) -> None:
         with self.lock:
             self.db.execute(
-                "INSERT INTO items (source, content_key, media_uuid, status) VALUES (?, ?, ?, 'uploaded')"
-                " ON CONFLICT (source) DO UPDATE SET content_key = excluded.content_key,"
-                " media_uuid = excluded.media_uuid, status = 'uploaded'",
-                (prepared.name, self.key(prepared), media_uuid),
+                "INSERT INTO items (source, content_key, media_uuid, status, stat)"
+                " VALUES (?, ?, ?, 'uploaded', ?) ON CONFLICT (source) DO UPDATE SET"
+                " content_key = excluded.content_key, media_uuid = excluded.media_uuid, status = 'uploaded',"
+                " stat = excluded.stat",
+                (prepared.name, self.key(prepared), media_uuid, self._stat(prepared.item)),
             )
 
     def record(self, result: IngestResult) -> None:
@@ -197,12 +230,13 @@ class State:
         with self.lock:
             self._put(result.source, None, result)
 
-    def _put(self, source: str, key: str | None, result: IngestResult) -> None:
+    def _put(self, source: str, key: str | None, result: IngestResult, stat: str | None = None) -> None:
         self.db.execute(
-            "INSERT INTO items (source, content_key, media_uuid, status, result) VALUES (?, ?, ?, ?, ?)"
+            "INSERT INTO items (source, content_key, media_uuid, status, result, stat) VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (source) DO UPDATE SET content_key = COALESCE(excluded.content_key, content_key),"
-            " media_uuid = excluded.media_uuid, status = excluded.status, result = excluded.result",
-            (source, key, result.media_uuid, result.status, json.dumps(result.to_json())),
+            " media_uuid = excluded.media_uuid, status = excluded.status, result = excluded.result,"
+            " stat = COALESCE(excluded.stat, stat)",
+            (source, key, result.media_uuid, result.status, json.dumps(result.to_json()), stat),
         )
 
     def results(self) -> Iterator[dict]:
@@ -291,6 +325,7 @@ def run_ingest(args: Any, client: Client | None = None) -> int:
         timeout=args.timeout,
         skip=state.skip,
         on_uploaded=state.uploaded,
+        quick_skip=state.quick_skip,
         **options,
     )
     try:

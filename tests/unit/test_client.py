@@ -231,7 +231,9 @@ def _args(sources: list[str], out: Path, **extra: object) -> SimpleNamespace:
     return SimpleNamespace(**{**base, **extra})
 
 
-def test_ingest_resumes_from_its_state_file(archive: Path, tmp_path: Path) -> None:
+def test_ingest_resumes_from_its_state_file(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = FakeServer()
     out = tmp_path / "results.jsonl"
     code = run_ingest(
@@ -242,7 +244,12 @@ def test_ingest_resumes_from_its_state_file(archive: Path, tmp_path: Path) -> No
     assert len(lines) == 3 and {line["status"] for line in lines} == {"done"}
     assert {"source", "sha256", "media_uuid", "status", "error", "faces"} <= lines[0].keys()
     uploads = len(server.upload_times)
-    # Rerun: nothing is uploaded again, the output still has one line per source.
+
+    # Rerun: nothing is uploaded again, not even read (unchanged size and mtime), one line per source.
+    def no_read(item: object) -> None:
+        raise AssertionError(f"{item} was read again")
+
+    monkeypatch.setattr("facequeue.client.prepare", no_read)
     assert (
         run_ingest(_args([str(archive)], out, person_from_folder=True, namespace="crew"), client_for(server))
         == 0
