@@ -1,14 +1,14 @@
 """batches: images.batch (+ index) and the batches table (drain callback)
 
 Revision ID: 0004
-Revises: 0011
+Revises: 0003
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0011"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
