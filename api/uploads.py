@@ -19,7 +19,7 @@ from facequeue.settings import Settings
 from schema.batches import ensure_batch, parse_batch_name
 from schema.blobs import put_blob
 from schema.errors import ErrorCode, FacequeueError
-from schema.flags import LANDMARK_SETS, normalise_flags
+from schema.flags import DETECTION_MODES, LANDMARK_SETS, normalise_flags
 from schema.images import sniff
 from schema.persons import check_targets, parse_person_id
 from schema.tables import Image, Tenant
@@ -47,6 +47,7 @@ class UploadOptions(V1Request):
     landmark_set: str | None = None  # betaface (default), facepp106, azure27
     quality_checks: bool = False  # add the liveness API's quality error codes to the result
     batch: str | None = None  # the tenant's batch this upload belongs to (GET /v2/batches/{name})
+    detection_mode: str | None = None  # fast, auto (default setting), accurate: workers/pipeline/detect.py
 
     @field_validator("recognize_targets", mode="before")
     @classmethod
@@ -60,6 +61,7 @@ class UploadOptions(V1Request):
 
     def options(self) -> dict:
         return {
+            "detection_mode": self.detection_mode,
             "landmark_set": self.landmark_set,
             "quality_checks": self.quality_checks or None,
             "callback_url": self.callback_url,
@@ -202,6 +204,10 @@ def _new_image(
     if options.get("landmark_set") and options["landmark_set"] not in LANDMARK_SETS:
         raise FacequeueError(
             ErrorCode.INVALID_REQUEST, f"landmark_set must be one of {', '.join(LANDMARK_SETS)}"
+        )
+    if options.get("detection_mode") and options["detection_mode"] not in DETECTION_MODES:
+        raise FacequeueError(
+            ErrorCode.INVALID_REQUEST, f"detection_mode must be one of {', '.join(DETECTION_MODES)}"
         )
     if options.get("set_person_id"):
         parse_person_id(options["set_person_id"])

@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     min_face_size: int = 20  # pixels, shorter side of the box
     detection_threshold: float = 0.6
     detection_max_side: int = 640  # images are downscaled to this long side for detection (AP vs speed)
+    # fast = one pass at detection_max_side; auto = a second pass at detection_accurate_max_side when a small
+    # face candidate shows up; accurate = both passes always (workers/pipeline/detect.py). Per upload:
+    # the `detection_mode` option.
+    detection_mode: Literal["fast", "auto", "accurate"] = "auto"
+    detection_accurate_max_side: int = 1280
+    # Second look at uncertain detections (score < nonface_sure_score): dropped when the face-mesh network's
+    # face-presence score is below nonface_min_face_score (animals, patterns).
+    nonface_check: bool = True
+    nonface_min_face_score: float = 0.05
+    nonface_sure_score: float = 0.75
+    # `nsfw` flag: open_nsfw scores at or above this are labelled nsfw (Yahoo: < 0.2 safe, > 0.8 likely NSFW).
+    nsfw_threshold: float = 0.5
 
     # Input limits.
     max_upload_bytes: int = 20 * 1024 * 1024

@@ -7,7 +7,8 @@ default. Every face always gets its box, score, the 5 basic points and its embed
 - `bestface`: only the face with the highest detection score;
 - `propoints`: the dense named points; `classifiers`: the classifier tags;
 - `extended`: colours and measurements (and, as on Betaface, the pro points);
-- `liveness`: the passive liveness tag.
+- `liveness`: the passive liveness tag;
+- `nsfw`: the image-level NSFW score (open_nsfw), not per face.
 
 An unknown word is an error that lists the known ones, never a silent default.
 """
@@ -19,10 +20,12 @@ from functools import cache
 
 from schema.errors import ErrorCode, FacequeueError
 
-KNOWN_FLAGS = ("basic", "bestface", "propoints", "classifiers", "extended", "liveness")
+KNOWN_FLAGS = ("basic", "bestface", "propoints", "classifiers", "extended", "liveness", "nsfw")
 DEFAULT_FLAGS = frozenset({"propoints", "classifiers"})
 # Named point sets a client may ask for with the upload option `landmark_set`.
 LANDMARK_SETS = ("betaface", "facepp106", "azure27")
+# Upload option `detection_mode` (workers/pipeline/detect.py).
+DETECTION_MODES = ("fast", "auto", "accurate")
 
 
 @cache

@@ -99,6 +99,7 @@ class Image(Base):
     lease_until: Mapped[datetime | None] = mapped_column(nullable=True)
     timings: Mapped[dict] = mapped_column(JSON, default=dict)  # stage -> seconds
     quality_checks: Mapped[list | None] = mapped_column(JSON, nullable=True)  # error codes, when asked for
+    nsfw: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # {score, label}, with the `nsfw` flag
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(nullable=True)

@@ -85,6 +85,7 @@ def media_v2(image: Image, embeddings: bool = False) -> dict[str, Any]:
         "recognize_uuid": recognize_uid_for(image.uid) if image.options.get("recognize_targets") else None,
         "quality_checks": image.quality_checks,
         "batch": image.batch,
+        "nsfw": image.nsfw,
     }
 
 
@@ -124,4 +125,5 @@ def image_info_v1(image: Image) -> dict[str, Any]:
         **base,
         "faces": faces,
         "quality_checks": image.quality_checks,
+        "nsfw": image.nsfw,
     }

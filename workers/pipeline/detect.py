@@ -1,0 +1,140 @@
+"""Face detection as the pipeline runs it: YuNet, an adaptive second pass for small faces, and a second look
+that rejects non-faces.
+
+Modes (upload option `detection_mode`, default `FACEQUEUE_DETECTION_MODE`):
+- `fast`: one YuNet pass at `detection_max_side` (640) long side.
+- `auto` (default): the fast pass; when the image is larger than that and the pass saw a small face
+  candidate (any box, even below the threshold, under SMALL_CANDIDATE_PX pixels at the network's scale),
+  a second pass at `detection_accurate_max_side` (1280) is merged in (NMS). Images without small faces,
+  the common case, cost one pass.
+- `accurate`: both passes on every image larger than `detection_max_side`.
+
+Second look (`FACEQUEUE_NONFACE_CHECK`, on by default): a detection scoring below
+`nonface_sure_score` is cut out as the face-mesh crop and kept only when the mesh network's face-presence
+output (MediaPipe's face flag) reaches `nonface_min_face_score`. The mesh misses many real profile and
+occluded faces, so confident detections are never second-guessed; animals, patterns and texture that
+YuNet scores in the uncertain band are. Figures: benchmarks/RESULTS.md and tests/accuracy/test_detection.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+
+from schema.flags import DETECTION_MODES
+from workers.models.face_mesh import FaceMesh, face_rois, warp_crops
+from workers.models.yunet import Detections, YuNet, nms
+
+DetectionMode = Literal["fast", "auto", "accurate"]
+SMALL_CANDIDATE_PX = 16  # shorter box side at the fast pass's scale (network pixels) that asks for pass 2
+CANDIDATE_THRESHOLD = 0.3  # candidates the trigger looks at (below the reporting threshold too)
+MESH_ROI_SCALE = 1.4  # as workers.pipeline.landmarks.FACE_ROI_SCALE: the crop the dense stage cuts
+
+
+def _select(det: Detections, keep: np.ndarray) -> Detections:
+    return Detections(det.boxes[keep], det.scores[keep], det.landmarks[keep])
+
+
+def _short_sides(boxes: np.ndarray) -> np.ndarray:
+    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
+class FaceDetector:
+    """Detects faces in RGB uint8 images; `detect_batch` runs one network batch per pass."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        threshold: float = 0.6,
+        max_side: int = 640,
+        accurate_max_side: int = 1280,
+        min_face_size: float = 0.0,
+        mesh_loader: Callable[[], FaceMesh] | None = None,
+        min_face_score: float = 0.05,
+        sure_score: float = 0.75,
+        mode: DetectionMode = "auto",
+    ) -> None:
+        # YuNet (dynamic graph, `YuNet.dynamic_model_bytes`) decodes down to the candidate threshold; the
+        # reporting threshold and the size filter are applied here, after the passes are merged.
+        self.yunet = YuNet(session, score_threshold=min(threshold, CANDIDATE_THRESHOLD), max_side=max_side)
+        self.threshold = threshold
+        self.max_side = max_side
+        self.accurate_max_side = max(accurate_max_side, max_side)
+        self.min_face_size = min_face_size
+        self._mesh_loader = mesh_loader  # None = no second look
+        self._mesh: FaceMesh | None = None
+        self.min_face_score = min_face_score
+        self.sure_score = sure_score
+        self.mode = mode
+        self.second_passes = 0  # images that needed the high-resolution pass (for benchmarks)
+        self.rejected = 0  # detections the second look dropped
+
+    def input_size(self, shape: tuple[int, ...]) -> tuple[int, int]:
+        return self.yunet.input_size(shape)
+
+    def detect(self, image: np.ndarray, mode: DetectionMode | None = None) -> Detections:
+        return self.detect_batch([image], mode)[0]
+
+    def detect_batch(self, images: list[np.ndarray], mode: DetectionMode | None = None) -> list[Detections]:
+        mode = mode or self.mode
+        if mode not in DETECTION_MODES:
+            raise ValueError(f"detection_mode must be one of {', '.join(DETECTION_MODES)}, not {mode!r}")
+        found = self.yunet.detect_batch(images)
+        for i, (image, det) in enumerate(zip(images, found, strict=True)):
+            if self._wants_second_pass(image, det, mode):
+                self.second_passes += 1
+                found[i] = self._merge(det, self.yunet.detect_batch([image], self.accurate_max_side)[0])
+        found = [self._final(det) for det in found]
+        if self._mesh_loader is not None:
+            found = self._second_look(images, found)
+        return found
+
+    def _wants_second_pass(self, image: np.ndarray, det: Detections, mode: str) -> bool:
+        long_side = max(image.shape[:2])
+        if mode == "fast" or long_side <= self.max_side:
+            return False
+        if mode == "accurate":
+            return True
+        scale = self.max_side / long_side
+        return bool(len(det) and _short_sides(det.boxes).min() * scale < SMALL_CANDIDATE_PX)
+
+    def _merge(self, a: Detections, b: Detections) -> Detections:
+        boxes = np.concatenate([a.boxes, b.boxes])
+        scores = np.concatenate([a.scores, b.scores])
+        landmarks = np.concatenate([a.landmarks, b.landmarks])
+        keep = nms(boxes, scores, self.yunet.nms_threshold) if len(scores) else np.zeros(0, np.int64)
+        return Detections(boxes[keep], scores[keep], landmarks[keep])
+
+    def _final(self, det: Detections) -> Detections:
+        keep = det.scores >= self.threshold
+        if self.min_face_size > 0:
+            keep &= _short_sides(det.boxes) >= self.min_face_size
+        return _select(det, keep)
+
+    def face_scores(self, image: np.ndarray, det: Detections) -> np.ndarray:
+        """The mesh network's face-presence score (0-1) of each detection's crop."""
+        if not len(det):
+            return np.zeros(0, np.float32)
+        if self._mesh is None:
+            assert self._mesh_loader is not None
+            self._mesh = self._mesh_loader()
+        rois = face_rois(det.boxes, det.landmarks[:, :2], scale=MESH_ROI_SCALE)
+        return self._mesh.predict(warp_crops(image, rois, FaceMesh.input_size))[1]
+
+    def _second_look(self, images: list[np.ndarray], found: list[Detections]) -> list[Detections]:
+        out = []
+        for image, det in zip(images, found, strict=True):
+            unsure = np.nonzero(det.scores < self.sure_score)[0]
+            if unsure.size == 0:
+                out.append(det)
+                continue
+            # Only the uncertain detections go through the mesh, all of an image's in one batch.
+            scores = self.face_scores(image, _select(det, unsure))
+            keep = np.ones(len(det), bool)
+            keep[unsure[scores < self.min_face_score]] = False
+            self.rejected += int((~keep).sum())
+            out.append(_select(det, keep))
+        return out
