@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py                 # CPU: 1 and 2 threads, fp32 and int8 FaceNet, the peer
     python benchmarks/pipeline.py --sweep         # also: detector long side vs WIDER AP and speed
     python benchmarks/pipeline.py --device cuda   # CUDA provider: pipeline, and faces/s at batch 1/32/128
+    python benchmarks/pipeline.py --detection     # only: detection modes and the non-face check (own section)
     add --write to put the results into benchmarks/RESULTS.md (between this script's markers)
 
 Photos: colour photos of ../shared/data (ageitgey examples, CompreFace samples, insightface samples,
@@ -34,7 +35,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facequeue.settings import Settings, get_settings  # noqa: E402
-from tests.accuracy.common import DATA, average_precision, ensure_int8_facenet, rgb, wider_ground_truth  # noqa: E402
+from tests.accuracy.common import (  # noqa: E402
+    DATA,
+    WIDER_BANDS,
+    average_precision,
+    ensure_int8_facenet,
+    false_detections,
+    non_face_photos,
+    rgb,
+    wider_ground_truth,
+)
 from workers.models.fetch import model_path  # noqa: E402
 from workers.models.runtime import create_session  # noqa: E402
 from workers.models.yunet import YuNet  # noqa: E402
@@ -43,6 +53,18 @@ from workers.pipeline.analyse import FacePipeline  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 BEGIN, END = "<!-- benchmarks/pipeline.py:begin -->", "<!-- benchmarks/pipeline.py:end -->"
+DETECTION_MARKERS = (
+    "<!-- benchmarks/pipeline.py --detection:begin -->",
+    "<!-- benchmarks/pipeline.py --detection:end -->",
+)
+# (name, detection_mode, second look) as FaceDetector runs them; the first row is the peer for ratios.
+DETECTION_SETTINGS = (
+    ("fast, no second look (before)", "fast", False),
+    ("fast + second look", "fast", True),
+    ("auto, no second look", "auto", False),
+    ("auto + second look (default)", "auto", True),
+    ("accurate + second look", "accurate", True),
+)
 
 
 def bench_photos() -> list[Path]:
@@ -175,6 +197,103 @@ def sweep_section(sides: list[int]) -> str:
     return f"WIDER subset ({len(truths)} images, faces >= 32 px):\n\n" + "\n".join(lines)
 
 
+def non_face_variants() -> dict[str, np.ndarray]:
+    """scikit-image's non-face samples as they are, doubled in size and turned 90 degrees."""
+    from PIL import Image
+
+    out = {}
+    for name, image in non_face_photos().items():
+        out[name] = image
+        out[f"{name} x2"] = np.asarray(
+            Image.fromarray(image).resize((image.shape[1] * 2, image.shape[0] * 2), Image.BILINEAR)
+        )
+        out[f"{name} turned"] = np.ascontiguousarray(np.rot90(image))
+    return out
+
+
+def detection_rows() -> list[dict]:
+    """Each DETECTION_SETTINGS row on the WIDER subset and the non-face photos, one thread."""
+    from workers.models.face_mesh import FaceMesh
+    from workers.pipeline.detect import FaceDetector
+
+    settings = settings_for(1, "fast", False)
+    session = create_session(YuNet.dynamic_model_bytes(model_path("yunet", settings)), settings)
+
+    def mesh() -> FaceMesh:
+        return FaceMesh.from_file(
+            model_path("face_landmark", settings), lambda p: create_session(p, settings)
+        )
+
+    truths = {name: wider_ground_truth(side) for name, side in WIDER_BANDS.items()}
+    truths |= {">=20": wider_ground_truth(20), ">=32": wider_ground_truth(32)}
+    images = [rgb(gt.path) for gt in truths[">=32"]]
+    others = non_face_variants()
+    rows = []
+    for name, mode, look in DETECTION_SETTINGS:
+        row: dict = {"setting": name}
+        for threshold in (0.3, 0.6):  # 0.3 for the AP curves, the default 0.6 for the rest
+            detector = FaceDetector(
+                session,
+                threshold=threshold,
+                max_side=settings.detection_max_side,
+                accurate_max_side=settings.detection_accurate_max_side,
+                min_face_size=0,
+                mesh_loader=mesh if look else None,
+                mode=mode,
+            )
+            detector.load()
+            detector.detect(images[0])  # warm-up
+            detector.second_passes = detector.rejected = 0
+            start = time.perf_counter()
+            found = [detector.detect(im) for im in images]
+            elapsed = time.perf_counter() - start
+            pairs = [(f.boxes, f.scores) for f in found]
+            if threshold == 0.3:
+                row |= {f"AP {band}": average_precision(truths[band], pairs)[0] for band in WIDER_BANDS}
+                continue
+            row["ms/image"] = 1000 * elapsed / len(images)
+            row["recall >=20"] = average_precision(truths[">=20"], pairs)[1]
+            row["recall >=32"] = average_precision(truths[">=32"], pairs)[1]
+            row["false/image"] = false_detections(truths[">=32"], [f.boxes for f in found]) / len(images)
+            row["second passes"] = detector.second_passes
+            row["rejected"] = detector.rejected
+            counts = [len(detector.detect(im)) for im in others.values()]
+            row["non-face photos with a detection"] = sum(c > 0 for c in counts)
+            row["non-face detections"] = sum(counts)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+def detection_section() -> str:
+    rows = detection_rows()
+    base = rows[0]["ms/image"]
+    lines = [
+        "| setting | AP easy | AP medium | AP hard | recall ≥ 20 px | recall ≥ 32 px | false detections / image "
+        "| non-face photos with a detection (of 63) | ms / image (1 thread) | added ms / image |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['setting']} | {r['AP easy']:.3f} | {r['AP medium']:.3f} | {r['AP hard']:.3f} "
+            f"| {r['recall >=20']:.3f} | {r['recall >=32']:.3f} | {r['false/image']:.3f} "
+            f"| {r['non-face photos with a detection']} | {r['ms/image']:.1f} | {r['ms/image'] - base:+.1f} |"
+        )
+    return "\n".join(
+        [
+            "WIDER subset (400 images): AP at IoU 0.5 over the detection curve (threshold 0.3) with GT faces below "
+            f"{', '.join(f'{k} {v} px' for k, v in WIDER_BANDS.items())} ignored (size bands standing in for WIDER's "
+            "splits); recall, false detections (overlapping no annotated face, IoU < 0.5) and timings at the "
+            "default threshold 0.6. Non-face photos: 21 scikit-image samples, each as is, doubled and turned.",
+            "",
+            *lines,
+            "",
+            f"Second passes (auto): {rows[3]['second passes']} of 400 images; the second look dropped "
+            f"{rows[3]['rejected']} detections (auto + second look).",
+        ]
+    )
+
+
 def cuda_section(images: list[np.ndarray], flags: set[str]) -> str:
     import onnxruntime as ort
 
@@ -223,11 +342,12 @@ def cuda_section(images: list[np.ndarray], flags: set[str]) -> str:
     return f"Sessions ran on: {', '.join(in_use)}\n\n" + table(rows)
 
 
-def write_results(body: str) -> None:
+def write_results(body: str, markers: tuple[str, str] = (BEGIN, END)) -> None:
+    begin, end = markers
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    block = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
+    block = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(text)
@@ -243,8 +363,29 @@ def main() -> None:
     parser.add_argument("--classifiers", action="store_true", help="also run age/gender")
     parser.add_argument("--no-peer", action="store_true", help="skip face_recognition")
     parser.add_argument("--sweep", action="store_true", help="detector long side vs AP and speed")
+    parser.add_argument(
+        "--detection", action="store_true", help="only the detection modes and non-face check"
+    )
     parser.add_argument("--write", action="store_true", help=f"write the results into {RESULTS.name}")
     args = parser.parse_args()
+    if args.detection:
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        body = "\n".join(
+            [
+                "## Detection modes and the non-face check (benchmarks/pipeline.py --detection)",
+                "",
+                f"- date: {datetime.date.today().isoformat()}",
+                f"- machine: {machine()}",
+                "- command: `python benchmarks/pipeline.py --detection`",
+                f"- load average when started (1, 5, 15 min): {load} (shared cores: timings are upper bounds)",
+                "",
+                detection_section(),
+            ]
+        )
+        print("\n" + body)
+        if args.write:
+            write_results(body, DETECTION_MARKERS)
+        return
 
     paths = bench_photos()
     images = load_colour(paths[: args.limit] if args.limit else paths)

@@ -43,7 +43,12 @@ class GroundTruth:
     ignore: np.ndarray  # (K,) bool
 
 
-def wider_ground_truth() -> list[GroundTruth]:
+# Size bands standing in for WIDER's easy / medium / hard splits (defined on its validation set only):
+# GT faces whose shorter side is below the band's minimum are ignored.
+WIDER_BANDS = {"easy": 50, "medium": 30, "hard": 10}
+
+
+def wider_ground_truth(min_side: int = MIN_GT_SIDE) -> list[GroundTruth]:
     """The official WIDER format: path, count, then `x y w h blur expression illumination invalid occlusion pose`."""
     lines = (WIDER / "wider_face_bbx_gt.txt").read_text().split("\n")
     out, i = [], 0
@@ -56,8 +61,38 @@ def wider_ground_truth() -> list[GroundTruth]:
             continue
         arr = np.array(rows, float)
         boxes = np.column_stack([arr[:, 0], arr[:, 1], arr[:, 0] + arr[:, 2], arr[:, 1] + arr[:, 3]])
-        ignore = (arr[:, 7] == 1) | (np.minimum(arr[:, 2], arr[:, 3]) < MIN_GT_SIDE)
+        ignore = (arr[:, 7] == 1) | (np.minimum(arr[:, 2], arr[:, 3]) < min_side)
         out.append(GroundTruth(path, boxes, ignore))
+    return out
+
+
+def false_detections(truths: list[GroundTruth], boxes: list[np.ndarray], threshold: float = 0.5) -> int:
+    """Detections that overlap no GT face at all (any size, invalid ones included) at IoU >= threshold."""
+    count = 0
+    for gt, found in zip(truths, boxes, strict=True):
+        if len(found):
+            count += int((iou(found, gt.boxes).max(1) < threshold).sum()) if len(gt.boxes) else len(found)
+    return count
+
+
+def non_face_photos() -> dict[str, np.ndarray]:
+    """Photos with no human face that anyone may use: scikit-image's samples (CC0 / public domain)."""
+    from skimage import data
+
+    names = ("chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "coins", "moon")
+    names += ("page", "text", "horse", "brick", "grass", "gravel", "retina", "colorwheel", "logo", "clock")
+    names += ("stereo_motorcycle", "checkerboard", "binary_blobs", "shepp_logan_phantom")
+    out = {}
+    for name in names:
+        image = getattr(data, name)()
+        image = np.asarray(image[0] if isinstance(image, tuple) else image)
+        if image.dtype == bool:
+            image = image.astype(np.uint8) * 255
+        elif image.dtype != np.uint8:
+            image = (255 * (image - image.min()) / max(float(np.ptp(image)), 1e-9)).astype(np.uint8)
+        if image.ndim == 2:
+            image = np.stack([image] * 3, axis=-1)
+        out[name] = np.ascontiguousarray(image[..., :3])
     return out
 
 

@@ -1,4 +1,6 @@
-"""Face detection on the WIDER FACE train subset: YuNet (as the pipeline runs it) against dlib's HOG.
+"""Face detection on the WIDER FACE train subset: YuNet (as the pipeline runs it) against dlib's HOG, and
+the pipeline's own detection (adaptive second pass, second look at uncertain detections) against plain
+one-pass YuNet.
 
 AP (all-point) and recall at IoU 0.5 over faces of at least 32 px; smaller or invalid GT faces are
 ignored together with the detections that match them. dlib runs as face_recognition does by default
@@ -14,10 +16,20 @@ import numpy as np
 import pytest
 
 from facequeue.settings import Settings, get_settings
-from tests.accuracy.common import GroundTruth, average_precision, rgb, wider_ground_truth
+from tests.accuracy.common import (
+    WIDER_BANDS,
+    GroundTruth,
+    average_precision,
+    false_detections,
+    non_face_photos,
+    rgb,
+    wider_ground_truth,
+)
+from tests.photos import requires_shared_data
 from workers.models.fetch import model_path
 from workers.models.runtime import create_session
-from workers.models.yunet import YuNet
+from workers.models.yunet import Detections, YuNet
+from workers.pipeline.detect import FaceDetector
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +53,7 @@ def yunet_detections(
     return out, time.perf_counter() - start
 
 
+@requires_shared_data
 @pytest.mark.models
 @pytest.mark.peers
 def test_yunet_beats_dlib_hog(truths: list[GroundTruth]) -> None:
@@ -81,3 +94,82 @@ def test_average_precision_counts_and_ignores() -> None:
     false_first = (np.vstack([[300, 300, 350, 350], gt.boxes[:1]]), np.array([0.9, 0.8]))
     ap, recall = average_precision([gt], [false_first])
     assert recall == 0.5 and ap == pytest.approx(0.25)
+
+
+def _run(images: list[np.ndarray], mode: str, second_look: bool) -> list[Detections]:
+    """The pipeline's detector at the curve threshold 0.3 (the 0.6 answers are the subset >= 0.6: the
+    passes, the merge and the second look do not depend on the reporting threshold)."""
+    from workers.models.face_mesh import FaceMesh
+
+    settings = get_settings().model_copy(update={"providers": "CPUExecutionProvider"})
+    session = create_session(YuNet.dynamic_model_bytes(model_path("yunet", settings)), settings)
+    detector = FaceDetector(
+        session,
+        threshold=0.3,
+        mesh_loader=(lambda: FaceMesh.from_file(model_path("face_landmark", settings)))
+        if second_look
+        else None,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    return [detector.detect(im) for im in images]
+
+
+def _at(found: list[Detections], threshold: float = 0.6) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(f.boxes[f.scores >= threshold], f.scores[f.scores >= threshold]) for f in found]
+
+
+@pytest.fixture(scope="module")
+def pipeline_detections(truths: list[GroundTruth]) -> dict[str, list[Detections]]:
+    images = [rgb(gt.path) for gt in truths]
+    return {
+        "before": _run(images, "fast", second_look=False),
+        "default": _run(images, "auto", second_look=True),
+    }
+
+
+@requires_shared_data
+@pytest.mark.models
+def test_second_look_cuts_false_detections_and_keeps_recall(
+    truths: list[GroundTruth], pipeline_detections: dict[str, list[Detections]]
+) -> None:
+    figures = {}
+    for name, found in pipeline_detections.items():
+        at = _at(found)
+        figures[name] = {
+            "false/image": false_detections(truths, [b for b, _ in at]) / len(truths),
+            "recall>=32": average_precision(truths, at)[1],
+            "recall>=20": average_precision(wider_ground_truth(20), at)[1],
+        }
+    others = list(non_face_photos().values())
+    plain, looked = _run(others, "fast", False), _run(others, "auto", True)
+    figures["before"]["non-face detections"] = sum(len(b) for b, _ in _at(plain))
+    figures["default"]["non-face detections"] = sum(len(b) for b, _ in _at(looked))
+    print(f"\nthreshold 0.6, {len(truths)} WIDER images, {len(others)} non-face photos: {figures}")
+    before, after = figures["before"], figures["default"]
+    # Measured: 0.245 -> 0.138 false detections per image; recall >= 32 px 0.907 -> 0.898.
+    assert after["false/image"] <= 0.65 * before["false/image"]
+    assert after["recall>=32"] >= before["recall>=32"] - 0.015
+    assert after["recall>=20"] >= before["recall>=20"] - 0.005
+    assert after["non-face detections"] <= before["non-face detections"]
+
+
+@requires_shared_data
+@pytest.mark.models
+def test_adaptive_detection_finds_small_faces(pipeline_detections: dict[str, list[Detections]]) -> None:
+    bands = {name: wider_ground_truth(side) for name, side in WIDER_BANDS.items()}
+    ap = {
+        name: {
+            band: average_precision(gt, [(f.boxes, f.scores) for f in found])[0] for band, gt in bands.items()
+        }
+        for name, found in pipeline_detections.items()
+    }
+    print(f"\nAP by size band (easy >= 50, medium >= 30, hard >= 10 px): {ap}")
+    # Without the second look the adaptive pass lifts hard AP 0.79 -> 0.86; the look gives part of it back
+    # (the mesh misses some small real faces), so the default must at least hold hard and easy AP.
+    assert ap["default"]["hard"] >= ap["before"]["hard"] - 0.02
+    assert ap["default"]["easy"] >= ap["before"]["easy"] - 0.03
+    auto_only = _run([rgb(gt.path) for gt in bands["hard"]], "auto", second_look=False)
+    assert (
+        average_precision(bands["hard"], [(f.boxes, f.scores) for f in auto_only])[0]
+        >= ap["before"]["hard"] + 0.04
+    )

@@ -4,9 +4,9 @@ that rejects non-faces.
 Modes (upload option `detection_mode`, default `FACEQUEUE_DETECTION_MODE`):
 - `fast`: one YuNet pass at `detection_max_side` (640) long side.
 - `auto` (default): the fast pass; when the image is larger than that and the pass saw a small face
-  candidate (any box, even below the threshold, under SMALL_CANDIDATE_PX pixels at the network's scale),
-  a second pass at `detection_accurate_max_side` (1280) is merged in (NMS). Images without small faces,
-  the common case, cost one pass.
+  candidate (any box, even below the threshold, under SMALL_CANDIDATE_PX pixels at the network's scale)
+  or no candidate at all (faces too small to show), a second pass at `detection_accurate_max_side`
+  (1280) is merged in (NMS). Images with a face of ordinary size, the common case, cost one pass.
 - `accurate`: both passes on every image larger than `detection_max_side`.
 
 Second look (`FACEQUEUE_NONFACE_CHECK`, on by default): a detection scoring below
@@ -98,8 +98,9 @@ class FaceDetector:
             return False
         if mode == "accurate":
             return True
-        scale = self.max_side / long_side
-        return bool(len(det) and _short_sides(det.boxes).min() * scale < SMALL_CANDIDATE_PX)
+        if not len(det):
+            return True
+        return bool(_short_sides(det.boxes).min() * self.max_side / long_side < SMALL_CANDIDATE_PX)
 
     def _merge(self, a: Detections, b: Detections) -> Detections:
         boxes = np.concatenate([a.boxes, b.boxes])
@@ -114,13 +115,18 @@ class FaceDetector:
             keep &= _short_sides(det.boxes) >= self.min_face_size
         return _select(det, keep)
 
+    def load(self) -> None:
+        """Load the second-look network now (it is otherwise loaded on the first uncertain detection)."""
+        if self._mesh is None and self._mesh_loader is not None:
+            self._mesh = self._mesh_loader()
+
     def face_scores(self, image: np.ndarray, det: Detections) -> np.ndarray:
         """The mesh network's face-presence score (0-1) of each detection's crop."""
         if not len(det):
             return np.zeros(0, np.float32)
+        self.load()
         if self._mesh is None:
-            assert self._mesh_loader is not None
-            self._mesh = self._mesh_loader()
+            raise RuntimeError("this detector has no second-look network")
         rois = face_rois(det.boxes, det.landmarks[:, :2], scale=MESH_ROI_SCALE)
         return self._mesh.predict(warp_crops(image, rois, FaceMesh.input_size))[1]
 
