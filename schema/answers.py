@@ -59,6 +59,11 @@ class MediaAccepted(Answer):
     status: str = Field(description="queued, processing, done or error")
 
 
+class Nsfw(Answer):
+    score: float = Field(description="open_nsfw probability that the image is not safe for work, 0-1")
+    label: str = Field(description="nsfw at or above FACEQUEUE_NSFW_THRESHOLD, else sfw")
+
+
 class Media(Answer):
     media_uuid: str
     checksum: str | None
@@ -72,6 +77,7 @@ class Media(Answer):
     recognize_uuid: str | None
     quality_checks: list[str] | None
     batch: str | None = Field(None, description="the batch the upload named, if any")
+    nsfw: Nsfw | None = Field(None, description="with the `nsfw` flag: the whole image's NSFW score")
 
 
 class Person(Answer):

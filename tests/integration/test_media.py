@@ -350,3 +350,26 @@ def test_analysis_options(client, api_key, worker):  # type: ignore[no-untyped-d
 
     bad = client.post("/v2/media", json={**single, "landmark_set": "nope"}, headers=headers)
     assert bad.status_code == 422
+
+
+def test_nsfw_flag_and_detection_mode(client, api_key, worker):  # type: ignore[no-untyped-def]
+    """`nsfw` adds the image-level score (a safe photo scores low); `detection_mode` is an upload option,
+    checked at upload."""
+    headers = {"X-API-Key": api_key}
+    accepted = client.post(
+        "/v2/media/file",
+        files={"file": ("group.jpg", encode(group()), "image/jpeg")},
+        data={"detection_flags": "basic,nsfw", "detection_mode": "accurate"},
+        headers=headers,
+    )
+    assert accepted.status_code == 202, accepted.json()
+    body = wait_for(client, accepted.json()["media_uuid"], api_key)
+    assert body["status"] == "done", body["error"]
+    assert body["nsfw"]["label"] == "sfw" and 0 <= body["nsfw"]["score"] < 0.2
+    assert len(body["faces"]) == 2
+    bad = client.post(
+        "/v2/media",
+        json={"file_base64": b64(encode(group())), "detection_mode": "thorough"},
+        headers=headers,
+    )
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "INVALID_REQUEST"
