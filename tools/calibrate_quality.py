@@ -251,6 +251,22 @@ def fit_binomial(x: np.ndarray, trials: np.ndarray, accepted: np.ndarray, l2: fl
     return w
 
 
+# Degradations may not raise predicted usefulness: their coefficients are kept <= 0 (a feature whose free
+# fit comes out positive, e.g. noise that goes with sharper photos in these sets, is left out and refitted).
+NON_POSITIVE = ("blur", "exposure_offset", "noise", "abs_yaw", "abs_pitch")
+
+
+def fit_monotone(z: np.ndarray, trials: np.ndarray, accepted: np.ndarray) -> np.ndarray:
+    active = np.ones(len(FEATURES), bool)
+    while True:
+        w = np.zeros(len(FEATURES) + 1)
+        w[np.r_[active, True]] = fit_binomial(z[:, active], trials, accepted)
+        wrong = [i for i, name in enumerate(FEATURES) if name in NON_POSITIVE and w[i] > 0]
+        if not wrong:
+            return w
+        active[max(wrong, key=lambda i: w[i])] = False
+
+
 def fit_recognition(features: dict[str, dict]) -> dict:
     keys, trials, accepted = genuine_outcomes(features)
     x = feature_matrix([features[k] for k in keys])
@@ -258,7 +274,7 @@ def fit_recognition(features: dict[str, dict]) -> dict:
     held = np.array([HELD_OUT in k for k in keys])
     mean, scale = x[~held].mean(0), x[~held].std(0) + 1e-9
     z = (x - mean) / scale
-    w = fit_binomial(z[~held], trials[~held], accepted[~held])
+    w = fit_monotone(z[~held], trials[~held], accepted[~held])
     predicted = 1 / (1 + np.exp(-(np.column_stack([z, np.ones(len(z))]) @ w)))
     rate = accepted / trials
     by_level: dict[str, dict] = {}

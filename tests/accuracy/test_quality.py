@@ -11,7 +11,7 @@ import csv
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from facequeue.settings import get_settings
 from tests.accuracy.common import DATA
@@ -46,30 +46,65 @@ def test_levels_are_monotone_in_the_degradation() -> None:
     assert words[0] == 0 and words[EV_SHIFTS.index(0.0)] == 1 and words[-1] == 2
 
 
+DEGRADATIONS = ("none", "blur", "noise", "dark", "small")
+
+
+def _degrade(rgb: np.ndarray, kind: str) -> np.ndarray:
+    """CACD photos are 250 px with faces about 110 px wide; each degradation is one that hurts matching."""
+    image = Image.fromarray(rgb)
+    if kind == "blur":
+        return np.asarray(image.filter(ImageFilter.GaussianBlur(3)))
+    if kind == "noise":
+        noise = np.random.default_rng(0).normal(0, 25, rgb.shape)
+        return np.clip(rgb + noise, 0, 255).astype(np.uint8)
+    if kind == "dark":
+        return (np.clip((rgb / 255.0) ** 2.2 * 2.0**-3.5, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)
+    if kind == "small":  # face about 28 px wide, on a canvas the detector can read
+        canvas = Image.new("RGB", (250, 250), (128, 128, 128))
+        canvas.paste(image.resize((62, 62), Image.LANCZOS), (94, 94))
+        return np.asarray(canvas)
+    return rgb
+
+
 def test_quality_for_recognition_predicts_genuine_acceptance() -> None:
+    """CACD-VS (left out of the fit): genuine pairs, the second photo degraded in one of five ways. Pairs whose
+    worse face is predicted `high` must be accepted at FMR 1e-3 clearly more often than the others."""
     from workers.pipeline.analyse import get_pipeline
     from workers.recognition.calibration import threshold
 
     folder = DATA / "identity" / "cacd_vs"
     with open(folder / "pairs.csv") as f:
-        genuine = [(r["image_a"], r["image_b"]) for r in csv.DictReader(f) if r["same"] == "1"][:150]
+        genuine = [(r["image_a"], r["image_b"]) for r in csv.DictReader(f) if r["same"] == "1"][:100]
     pipeline = get_pipeline(get_settings().model_copy(update={"providers": "CPUExecutionProvider"}))
-    faces = {}
-    for name in sorted({n for pair in genuine for n in pair}):
-        found = pipeline.analyse(
-            np.asarray(Image.open(folder / name).convert("RGB")), {"bestface", "classifiers"}
-        )
-        if found:
-            tags = {t.name: t for t in found[0].tags}
-            faces[name] = (found[0].embeddings["facenet-keras-2024"], tags["quality_for_recognition"])
+
+    def analyse(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
+        found = pipeline.analyse(rgb, {"bestface", "classifiers"})
+        if not found:
+            return None
+        quality = next(t for t in found[0].tags if t.name == "quality_for_recognition")
+        return found[0].embeddings["facenet-keras-2024"], quality.confidence
+
     cut = threshold("facenet-keras-2024", 1e-3)
-    groups: dict[str, list[bool]] = {"both high": [], "one or both below high": []}
-    for a, b in genuine:
-        if a in faces and b in faces:
-            accepted = 1.0 - float(faces[a][0] @ faces[b][0]) <= cut
-            both = faces[a][1].value == faces[b][1].value == "high"
-            groups["both high" if both else "one or both below high"].append(accepted)
-    rates = {k: (len(v), float(np.mean(v))) for k, v in groups.items()}
-    print(f"CACD-VS genuine pairs accepted at FMR 1e-3 by predicted quality: {rates}")
-    assert min(len(v) for v in groups.values()) >= 20
-    assert rates["both high"][1] >= rates["one or both below high"][1] + 0.1
+    low, high = quality_calibration()["recognition"]["levels"]
+    outcomes: dict[str, list[bool]] = {"worse face high": [], "worse face below high": []}
+    predicted: dict[str, list[float]] = {kind: [] for kind in DEGRADATIONS}
+    for i, (a, b) in enumerate(genuine):
+        kind = DEGRADATIONS[i % len(DEGRADATIONS)]
+        first = analyse(np.asarray(Image.open(folder / a).convert("RGB")))
+        second = analyse(_degrade(np.asarray(Image.open(folder / b).convert("RGB")), kind))
+        if first is None or second is None:
+            continue
+        predicted[kind].append(second[1])
+        accepted = 1.0 - float(first[0] @ second[0]) <= cut
+        worse = min(first[1], second[1])
+        outcomes["worse face high" if worse >= high else "worse face below high"].append(accepted)
+    rates = {k: (len(v), round(float(np.mean(v)), 3)) for k, v in outcomes.items()}
+    means = {k: round(float(np.mean(v)), 3) for k, v in predicted.items()}
+    print(f"\nCACD-VS genuine pairs accepted at FMR 1e-3: {rates}; mean predicted quality: {means}")
+    assert min(len(v) for v in outcomes.values()) >= 15
+    assert rates["worse face high"][1] >= rates["worse face below high"][1] + 0.15
+    # Noise is not among the fitted predictors (on the fit sets it came with sharper photos, so its
+    # coefficient is held at 0; see tools/calibrate_quality.py): only the others must lower the prediction.
+    # Measured: none 0.81, blur 0.40, small 0.12, dark 0.79 (exposure weighs little in the fit).
+    assert means["blur"] < means["none"] - 0.2 and means["small"] < means["none"] - 0.2
+    assert means["dark"] < means["none"]
