@@ -12,8 +12,10 @@ recognition: every identity-labelled photo (tools/calibrate.py's sets) goes thro
 `classifiers`; a face's outcome is the fraction of its genuine pairs accepted at FMR 1e-3 (FaceNet
 cosine distance, workers/recognition/calibration.json). A binomial logistic model on the face's own
 measurements (blur, exposure, noise, |yaw|, |pitch|, log face size, detection score) predicts that
-fraction; quality_for_recognition is high when the prediction is >= 0.5 ("accepted most of the time"),
-medium from 0.25, low below.
+fraction; degradations may not raise it (their coefficients are held <= 0: noise and pose, which on
+these sets went with better outcomes, drop out). quality_for_recognition is high when the prediction is
+>= 0.5 ("accepted most of the time"), medium from 0.25, low below. CACD-VS is left out of the fit.
+Features are cached (--cache); the first run embeds about 3,000 photos (about 10 min on a quiet core).
 
     python tools/calibrate_quality.py levels|recognition|all [--no-write]
 """
