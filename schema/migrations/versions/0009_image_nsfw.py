@@ -1,14 +1,14 @@
 """images.nsfw: the image-level NSFW result ({score, label}) of the `nsfw` flag
 
 Revision ID: 0009
-Revises: 0011
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0011"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
