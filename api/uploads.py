@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -23,7 +24,8 @@ from schema.flags import DETECTION_MODES, LANDMARK_SETS, normalise_flags
 from schema.images import sniff
 from schema.persons import check_targets, parse_person_id
 from schema.tables import Image, Tenant
-from workers.celery_app import enqueue_image
+from workers import callbacks
+from workers.celery_app import enqueue_callback, enqueue_image
 from workers.http import check_address, check_url
 from workers.recognize import parse_parameters
 
@@ -123,7 +125,11 @@ def create_image_job(
         options=options,
         batch=batch,
     )
-    if image in session:  # a duplicate: the existing job
+    if image in session:  # a duplicate: the existing job, which now owes this upload its callback too
+        if (options or {}).get("callback_url") and callbacks.add_url(image, options["callback_url"]):
+            session.commit()  # the outbox entry first: the reaper sends it if this message is lost
+            with contextlib.suppress(Exception):
+                enqueue_callback(image.uid)
         return image
     session.add(image)
     try:

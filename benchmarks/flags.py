@@ -1,8 +1,9 @@
 """What each detection_flags combination costs per face, through the pipeline a worker runs.
 
 Photos: the free group photo (tests/photos.py) and, where ../shared/data exists, the 6-face insightface
-group photo. Each combination is timed over every photo (best of --repeat), 1 onnxruntime thread; the
-`basic` row is detection + 5 points + embedding, the others add to it.
+group photo. Each combination is timed over every photo (best of --repeat), 1 onnxruntime thread, in CPU
+time of this process (steadier than wall time on a shared machine; with 1 thread the two agree when the
+machine is idle); the `basic` row is detection + 5 points + embedding, the others add to it.
 
     .venv/bin/python benchmarks/flags.py --repeat 5
 """
@@ -64,9 +65,9 @@ def main() -> None:
             continue
         best = float("inf")
         for _ in range(args.repeat):
-            start = time.perf_counter()
+            start = time.process_time()
             faces = sum(len(f) for f in pipeline.analyse_many(images, wanted))
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
         per_face = 1000 * best / faces
         if flags == "basic":
             basic_ms = per_face

@@ -39,6 +39,42 @@ def lease_s(settings: Settings) -> float:
     return settings.job_lease_s + 2 * settings.url_timeout_s
 
 
+def urls(image: Image) -> list[str]:
+    """Where the result goes: the upload's callback_url, then those of later uploads that deduped onto it."""
+    first = image.options.get("callback_url")
+    return ([first] if first else []) + list(image.options.get("more_callback_urls", []))
+
+
+def add_url(image: Image, url: str) -> bool:
+    """A later upload of the same image names a callback: it is owed the result too. Returns True when a
+    delivery is due now (the job already finished); otherwise the job's finish makes it due."""
+    if url in urls(image) and image.callback_status in (PENDING, SENT):
+        return False  # already owed, or already delivered, to that address
+    if not image.options.get("callback_url"):
+        image.options = {**image.options, "callback_url": url}
+    elif url not in urls(image):
+        image.options = {
+            **image.options,
+            "more_callback_urls": [*image.options.get("more_callback_urls", []), url],
+        }
+    # Deliver to the addresses still owed the result: those not yet sent to.
+    image.callback_status, image.callback_attempts, image.callback_error = PENDING, 0, None
+    if image.status in FINISHED:
+        image.callback_next_at = utcnow()
+        return True
+    return False
+
+
+def delivered(image: Image, url: str) -> None:
+    """Remember an address that has the result, so a later retry or a new address does not resend it."""
+    if url not in image.options.get("callback_sent", []):
+        image.options = {**image.options, "callback_sent": [*image.options.get("callback_sent", []), url]}
+
+
+def owed(image: Image) -> list[str]:
+    return [url for url in urls(image) if url not in image.options.get("callback_sent", [])]
+
+
 def make_due(image: Image) -> None:
     """In the transaction that finishes the job: the callback is now owed."""
     image.callback_status = PENDING
@@ -65,8 +101,11 @@ def claim(session: Session, uid: str, settings: Settings) -> Image | None:
     return session.get(Image, uid, populate_existing=True) if result.rowcount else None
 
 
-def record(session: Session, uid: str, attempt: int, error: str | None, settings: Settings) -> str:
-    """Store the outcome of our attempt, unless a later attempt took over (our lease lapsed)."""
+def record(
+    session: Session, uid: str, attempt: int, error: str | None, settings: Settings, sent_to: list[str] = ()
+) -> str:
+    """Store the outcome of our attempt, unless a later attempt took over (our lease lapsed); `sent_to`
+    are the addresses that took the result (a partial success is remembered, the rest retried)."""
     image = session.execute(
         select(Image)
         .where(Image.uid == uid, Image.callback_status == PENDING, Image.callback_attempts == attempt)
@@ -74,6 +113,8 @@ def record(session: Session, uid: str, attempt: int, error: str | None, settings
     ).scalar_one_or_none()
     if image is None:
         return "superseded"
+    for url in sent_to:
+        delivered(image, url)
     image.callback_error = error
     if error is None:
         image.callback_status, image.callback_next_at = SENT, None

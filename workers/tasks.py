@@ -314,23 +314,23 @@ def deliver_callback(self, image_uid: str) -> str:  # type: ignore[no-untyped-de
             image = callbacks.claim(session, image_uid, settings)
             if image is None:
                 return "not due"  # sent, failed, backing off, or another worker is delivering it
-            url, payload = image.options["callback_url"], wire.media_v2(image)
+            targets, payload = callbacks.owed(image), wire.media_v2(image)
             attempt, key = image.callback_attempts, callbacks.idempotency_key(image)
     except Exception as exc:
         if is_outage(exc):
             raise self.retry(exc=exc, countdown=outage_countdown(self)) from exc
         raise
-    try:
-        status = post_json(url, payload, settings, headers={"Idempotency-Key": key})
-        error = None if 200 <= status < 300 else f"callback answered HTTP {status}"
-    except FacequeueError as exc:
-        error = exc.message
-    except Exception as exc:  # any network failure is the receiver's problem, recorded, never fatal
-        error = f"{type(exc).__name__}: {exc}"
+    errors, sent_to = [], []
+    for url in targets:
+        error = _post(url, payload, settings, headers={"Idempotency-Key": key})
+        if error is None:
+            sent_to.append(url)
+        else:
+            errors.append(error)
 
     def write() -> str:
         with session_scope() as session:
-            return callbacks.record(session, image_uid, attempt, error, settings)
+            return callbacks.record(session, image_uid, attempt, "; ".join(errors) or None, settings, sent_to)
 
     # If the database stays away longer, the delivery lease lapses and the reaper sends it again.
     return retry_outage(write, settings.job_lease_s)
@@ -364,10 +364,10 @@ def deliver_batch_callback(self, batch_id: int) -> str:  # type: ignore[no-untyp
     return status
 
 
-def _post(url: str, payload: dict, settings: Settings) -> str | None:
+def _post(url: str, payload: dict, settings: Settings, headers: dict | None = None) -> str | None:
     """POST JSON; the error text, or None when the receiver answered 2xx."""
     try:
-        status = post_json(url, payload, settings)
+        status = post_json(url, payload, settings, headers=headers)
         return None if 200 <= status < 300 else f"callback answered HTTP {status}"
     except FacequeueError as exc:
         return exc.message

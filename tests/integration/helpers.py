@@ -29,6 +29,7 @@ class LocalServer:
 
     def __init__(self, image: bytes, hang_s: float = 30) -> None:
         self.received: list[dict] = []
+        self.paths: list[str] = []  # of every POST, in order
         self.keys: list[str | None] = []
         server = self
 
@@ -70,7 +71,8 @@ class LocalServer:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 server.keys.append(self.headers.get("Idempotency-Key"))
-                if self.path == "/callback":
+                server.paths.append(self.path)
+                if self.path.split("?")[0] == "/callback":
                     server.received.append(json.loads(body))
                     self._send(200, b"ok", "text/plain")
                 elif self.path == "/callback-hang-first":

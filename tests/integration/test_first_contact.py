@@ -248,3 +248,40 @@ def test_v2_messages_name_v2_fields(client, api_key):  # type: ignore[no-untyped
         f"{limit + 12} bytes" in big.json()["error"]["message"]
         or f"more than {limit}" in big.json()["error"]["message"]
     )
+
+
+def test_callback_on_an_upload_that_dedupes_onto_an_existing_job(client, api_key, worker):  # type: ignore[no-untyped-def]
+    import time
+
+    from tests.integration.helpers import LocalServer
+
+    server = LocalServer(b"")
+    try:
+        data = encode(astronaut(), quality=83)  # bytes of this test only
+        headers = {"X-API-Key": api_key}
+
+        def upload(callback: str | None) -> str:
+            body = {"file_base64": b64(data), "detection_flags": "basic", "callback_url": callback}
+            return client.post("/v2/media", json=body, headers=headers).json()["media_uuid"]
+
+        def delivered(path: str) -> int:
+            return server.paths.count(path)
+
+        first = upload(server.url("/callback?first"))
+        wait_for(client, first, api_key)
+        deadline = time.monotonic() + 60
+        while not delivered("/callback?first") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert delivered("/callback?first") == 1
+        # The same bytes again, with another callback: the same job, and its result goes there too.
+        assert upload(server.url("/callback?second")) == first
+        deadline = time.monotonic() + 60
+        while not delivered("/callback?second") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert delivered("/callback?second") == 1, server.paths
+        assert upload(None) == first and upload(server.url("/callback?second")) == first
+        time.sleep(2)
+        assert delivered("/callback?first") == 1 and delivered("/callback?second") == 1, server.paths
+        assert server.received[-1]["media_uuid"] == first and server.received[-1]["status"] == "done"
+    finally:
+        server.close()
