@@ -46,7 +46,7 @@ class UploadOptions(V1Request):
     set_person_id: str | None = None  # enrol the faces found under this person
     recognize_targets: list[str] | None = None  # identify the faces found against these targets
     recognize_parameters: str | None = None
-    landmark_set: str | None = None  # betaface (default), facepp106, azure27
+    landmark_set: str | None = None  # betaface (default), facepp106, facepp83, azure27
     quality_checks: bool = False  # add the liveness API's quality error codes to the result
     batch: str | None = None  # the tenant's batch this upload belongs to (GET /v2/batches/{name})
     detection_mode: str | None = None  # fast, auto (default setting), accurate: workers/pipeline/detect.py

@@ -23,7 +23,7 @@ from schema.errors import ErrorCode, FacequeueError
 KNOWN_FLAGS = ("basic", "bestface", "propoints", "classifiers", "extended", "liveness", "nsfw")
 DEFAULT_FLAGS = frozenset({"propoints", "classifiers"})
 # Named point sets a client may ask for with the upload option `landmark_set`.
-LANDMARK_SETS = ("betaface", "facepp106", "azure27")
+LANDMARK_SETS = ("betaface", "facepp106", "facepp83", "azure27")
 # Upload option `detection_mode` (workers/pipeline/detect.py).
 DETECTION_MODES = ("fast", "auto", "accurate")
 

@@ -10,17 +10,102 @@ from PIL import Image
 
 from tests.photos import requires_shared_data
 from workers.pipeline import points as basic
-from workers.pipeline.landmark_sets import AZURE27, FACEPP106
+from workers.pipeline.landmark_sets import AZURE27, FACEPP83, FACEPP106
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "misc"
 
 
 def test_names_unique_and_known() -> None:
-    for table, size in ((AZURE27, 27), (FACEPP106, 82)):
+    for table, size in ((AZURE27, 27), (FACEPP106, 106), (FACEPP83, 83)):
         names = [n for n, _ in table]
         assert len(names) == len(set(names)) == size
     # The four names the Face++ reference spells out that we produce.
     assert {"contour_chin", "right_eye_pupil", "mouth_upper_lip_bottom"} <= {n for n, _ in FACEPP106}
+    assert "mouth_upper_lip_left_contour2" in {n for n, _ in FACEPP83}  # the reference's 83-point sample
+
+
+def _side(name: str) -> int:
+    """-1 for a point named on the image's left, +1 right, 0 on the midline."""
+    if "left" in name:
+        return -1
+    if "right" in name:
+        return 1
+    return 0
+
+
+@pytest.mark.models
+@pytest.mark.parametrize("photo", ["astronaut", "hopper"])
+def test_facepp_points_on_anatomy_of_free_photos(photo: str) -> None:
+    """Every Face++ 83/106 point lands on its part of a real face: regions measured in a frame of the
+    eye centres and mouth corners (x in eye distances from the midline, y 0 at the eyes, 1 at the mouth)."""
+    from facequeue.settings import get_settings
+    from tests import photos
+    from workers.pipeline.analyse import get_pipeline
+
+    settings = get_settings().model_copy(
+        update={"providers": "CPUExecutionProvider", "intra_op_threads": 1, "embedding_profile": "fast"}
+    )
+    image = getattr(photos, photo)()
+    pipeline = get_pipeline(settings)
+    for set_name, table in (("facepp106", FACEPP106), ("facepp83", FACEPP83)):
+        face = pipeline.analyse(image, {"propoints"}, {"landmark_set": set_name})[0]
+        names = {n for n, _ in table}
+        pts = {p.name: np.array([p.x, p.y]) for p in face.points if p.name in names}
+        assert [n for n, _ in table] == [p.name for p in face.points if p.name in names]
+        e0, e1 = pts["left_eye_center"], pts["right_eye_center"]
+        mouth = (pts["mouth_left_corner"] + pts["mouth_right_corner"]) / 2
+        centre, ux = (e0 + e1) / 2, e1 - e0
+        ipd = float(np.linalg.norm(ux))
+        ux /= ipd
+        uy = np.array([-ux[1], ux[0]])
+        height = float(np.dot(mouth - centre, uy))
+
+        def frame(name: str) -> tuple[float, float]:
+            d = pts[name] - centre
+            return float(np.dot(d, ux) / ipd), float(np.dot(d, uy) / height)
+
+        for name in pts:
+            x, y = frame(name)
+            side = _side(name.replace("eyebrow_left_corner", "").replace("eyebrow_right_corner", ""))
+            if name.startswith(("left_", "right_")):
+                side = -1 if name.startswith("left_") else 1
+            # Left/right on the correct side of the midline of its part (a turned head's nose and mouth
+            # sit off the eyes' midline); midline points within 0.08 of the eyes' midline.
+            part = {"nose": "nose_tip", "mouth": "mouth_upper_lip_top", "contour": "contour_chin"}
+            mid = frame(part[name.split("_")[0]])[0] if name.split("_")[0] in part else 0.0
+            assert ((x - mid) * side > 0.01) if side else abs(x) < 0.08, (set_name, name, x, mid)
+            if name.startswith("nose"):  # between the eyes and the mouth, inside the nose's width
+                top = name.startswith("nose_bridge") or name.endswith(
+                    ("contour1", "left1", "right1")
+                )  # beside the eyes
+                lo = -0.15 if top else 0.1
+                assert lo <= y <= 0.95 and abs(x) < 0.4, (set_name, name, x, y)
+            elif name.startswith("mouth"):  # on the lips: around the mouth line, within its corners
+                assert 0.75 <= y <= 1.5 and abs(x) <= 0.75, (set_name, name, x, y)
+            elif "eyebrow" in name:  # above the eyes
+                assert -0.7 <= y <= -0.1 and 0.1 <= abs(x) <= 1.1, (set_name, name, x, y)
+            elif "eye" in name:  # around the eye centre
+                assert abs(y) <= 0.25 and 0.2 <= abs(x) <= 0.85, (set_name, name, x, y)
+            elif name.startswith("contour"):  # the face outline: outside the eyes/mouth, down to the chin
+                assert -0.4 <= y <= 2.4, (set_name, name, y)
+                if name != "contour_chin":
+                    assert abs(x) >= 0.35 or y >= 1.4, (set_name, name, x, y)
+        # Contours run down from eye level to the chin; the chin is the lowest point.
+        k = 16 if set_name == "facepp106" else 9
+        for side in ("left", "right"):
+            ys = [frame(f"contour_{side}{j}")[1] for j in range(1, k + 1)]
+            assert ys == sorted(ys), (set_name, side)
+        assert frame("contour_chin")[1] == max(frame(n)[1] for n in pts)
+        # Nose side order (106): bridge side, down, out to the ala, under it, in to the columella.
+        if set_name == "facepp106":
+            for s in ("left", "right"):
+                xs = [abs(frame(f"nose_{s}_contour{j}")[0]) for j in range(1, 6)]
+                ys = [frame(f"nose_{s}_contour{j}")[1] for j in range(1, 6)]
+                assert ys[0] < ys[1] < ys[2] < ys[4] and xs[2] == max(xs) and xs[4] < xs[3], (s, xs, ys)
+        # Lips: upper outer line above the inner line above the lower outer line.
+        assert frame("mouth_upper_lip_top")[1] < frame("mouth_upper_lip_bottom")[1]
+        assert frame("mouth_lower_lip_top")[1] < frame("mouth_lower_lip_bottom")[1]
+        assert frame("mouth_upper_lip_left_contour1")[1] < frame("mouth_lower_lip_left_contour3")[1]
 
 
 @requires_shared_data

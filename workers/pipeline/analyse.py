@@ -182,9 +182,9 @@ class FacePipeline:
     ) -> list[FaceAnalysis]:
         """Faces of one RGB uint8 (H, W, 3) image, best detection score first.
 
-        options: upload options; `landmark_set` ("betaface" default, "facepp106", "azure27") names the
-        dense point set (`workers.pipeline.landmark_sets`); `detection_mode` (fast, auto, accurate) overrides
-        the setting (`workers.pipeline.detect`)."""
+        options: upload options; `landmark_set` ("betaface" default, "facepp106", "facepp83", "azure27")
+        names the dense point set (`workers.pipeline.landmark_sets`); `detection_mode` (fast, auto,
+        accurate) overrides the setting (`workers.pipeline.detect`)."""
         flags = set(flags)
         with self._timed("detect"):
             detections = self.detector.detect(image, (options or {}).get("detection_mode"))

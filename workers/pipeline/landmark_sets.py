@@ -1,6 +1,6 @@
 """Other vendors' named landmark sets, built from the same mesh + iris points as Betaface's pro points.
 
-`landmark_set` upload option: "betaface" (default, `landmarks.betaface_points`), "facepp106", "azure27".
+`landmark_set` upload option: "betaface" (default, `landmarks.betaface_points`), "facepp106", "facepp83", "azure27".
 `Point.type` of a non-Betaface point is its index in that set's order (the tables below).
 
 Sides. Face++ and Azure both name sides from the image ("left_eye" is the subject's right eye: Azure's
@@ -20,10 +20,19 @@ Face++ 106: the reference (faceplusplus-detect-v3.txt) names only four of the 10
 follow Face++'s "Landmarks Illustration (106 Points)" page. Produced: the 33 contour points (contour_chin
 and contour_left/right1-16, resampled at equal arc length along the mesh's face oval from vertex 127/356
 - roughly eye level - to the chin 152, because the oval has only 11 vertices per side there), 18 eyebrow,
-20 eye, the nose bridge/tip/middle contour, and the lip top/bottom/corner points: 82 of 106.
-Skipped: nose_left_contour1-5 / nose_right_contour1-5 and the 16 mouth_*_lip_{left,right}_contourK points,
-because that page's exact placement of each numbered point along the nose side and the lip outline is not
-in our reference, and guessing a vertex would invent positions.
+20 eye, 15 nose and 20 lip points: all 106. The nose side and lip contour numbering follows a real Face++
+106-point answer (a published one; contour order as Face++ draws it): nose_left_contour1 beside the bridge
+just below the eyes, 2 down the side, 3 the outermost alar point, 4 under the ala, 5 beside the columella;
+upper lip contour1 = Cupid's-bow peak, 2 = outer line towards the corner, 3 = inner line near the corner,
+4 = inner line towards the middle; lower lip contour1 = inner line, 2 = outer line near the corner,
+3 = outer line towards the middle. Each was matched to the mesh vertex at the same place on two free
+photos (normalised by eye distance and eye-mouth height), mirrored for the right side.
+
+Face++ 83 (`facepp83`, return_landmark=1): 19 contour points (9 per side + chin, resampled like the 106),
+8 points per eyebrow (the inner corner is the mean of the brow's upper and lower inner ends), 10 per eye,
+10 nose points (contour_left1 beside the bridge, left2 down the side, nose_left the outermost alar point,
+contour_left3 under the ala, lower_middle the subnasale, tip) and 18 lip points (the 106 layout without
+the inner-corner contour3).
 """
 
 from __future__ import annotations
@@ -71,12 +80,12 @@ AZURE27: tuple[tuple[str, Source], ...] = (
 # Mesh face oval from about eye level to the chin, image-left side (subject's right) and image-right side.
 OVAL_LEFT = (127, 234, 93, 132, 58, 172, 136, 150, 149, 176, 148, 152)
 OVAL_RIGHT = (356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152)
-CONTOUR_POINTS = 16  # per side, plus contour_chin
+CONTOUR_POINTS = 16  # per side, plus contour_chin (106); the 83-point set has 9
 
 FACEPP106: tuple[tuple[str, Source], ...] = (
     ("contour_chin", ("mesh", 152)),
-    *((f"contour_left{k}", ("oval", 0, k)) for k in range(1, CONTOUR_POINTS + 1)),
-    *((f"contour_right{k}", ("oval", 1, k)) for k in range(1, CONTOUR_POINTS + 1)),
+    *((f"contour_left{k}", ("oval", 0, k, CONTOUR_POINTS)) for k in range(1, CONTOUR_POINTS + 1)),
+    *((f"contour_right{k}", ("oval", 1, k, CONTOUR_POINTS)) for k in range(1, CONTOUR_POINTS + 1)),
     # Image-left brow = subject's right brow: upper row 70 63 105 66 107, lower row 46 53 52 65 55.
     ("left_eyebrow_left_corner", ("mesh", 70)),
     ("left_eyebrow_upper_left_quarter", ("mesh", 63)),
@@ -125,6 +134,16 @@ FACEPP106: tuple[tuple[str, Source], ...] = (
     ("nose_bridge3", ("mesh", 197)),
     ("nose_tip", ("mesh", 4)),
     ("nose_middle_contour", ("mesh", 2)),
+    ("nose_left_contour1", ("mesh", 122)),
+    ("nose_left_contour2", ("mesh", 220)),
+    ("nose_left_contour3", ("mesh", 64)),
+    ("nose_left_contour4", ("mesh", 99)),
+    ("nose_left_contour5", ("mesh", 141)),
+    ("nose_right_contour1", ("mesh", 351)),
+    ("nose_right_contour2", ("mesh", 440)),
+    ("nose_right_contour3", ("mesh", 294)),
+    ("nose_right_contour4", ("mesh", 328)),
+    ("nose_right_contour5", ("mesh", 370)),
     # Lips: outer top 0, inner top 13, inner bottom 14, outer bottom 17; corners 61 (image left) / 291.
     ("mouth_upper_lip_top", ("mesh", 0)),
     ("mouth_upper_lip_bottom", ("mesh", 13)),
@@ -132,9 +151,80 @@ FACEPP106: tuple[tuple[str, Source], ...] = (
     ("mouth_lower_lip_bottom", ("mesh", 17)),
     ("mouth_left_corner", ("mesh", 61)),
     ("mouth_right_corner", ("mesh", 291)),
+    ("mouth_upper_lip_left_contour1", ("mesh", 37)),
+    ("mouth_upper_lip_left_contour2", ("mesh", 39)),
+    ("mouth_upper_lip_left_contour3", ("mesh", 191)),
+    ("mouth_upper_lip_left_contour4", ("mesh", 81)),
+    ("mouth_upper_lip_right_contour1", ("mesh", 267)),
+    ("mouth_upper_lip_right_contour2", ("mesh", 269)),
+    ("mouth_upper_lip_right_contour3", ("mesh", 415)),
+    ("mouth_upper_lip_right_contour4", ("mesh", 311)),
+    ("mouth_lower_lip_left_contour1", ("mesh", 178)),
+    ("mouth_lower_lip_left_contour2", ("mesh", 181)),
+    ("mouth_lower_lip_left_contour3", ("mesh", 84)),
+    ("mouth_lower_lip_right_contour1", ("mesh", 402)),
+    ("mouth_lower_lip_right_contour2", ("mesh", 405)),
+    ("mouth_lower_lip_right_contour3", ("mesh", 314)),
 )
 
-TABLES = {"facepp106": FACEPP106, "azure27": AZURE27}
+CONTOUR_POINTS_83 = 9
+_SAME_IN_83 = (
+    "left_eyebrow_left_corner",
+    "left_eyebrow_upper_left_quarter",
+    "left_eyebrow_upper_middle",
+    "left_eyebrow_upper_right_quarter",
+    "left_eyebrow_lower_left_quarter",
+    "left_eyebrow_lower_middle",
+    "left_eyebrow_lower_right_quarter",
+    "right_eyebrow_upper_left_quarter",
+    "right_eyebrow_upper_middle",
+    "right_eyebrow_upper_right_quarter",
+    "right_eyebrow_right_corner",
+    "right_eyebrow_lower_left_quarter",
+    "right_eyebrow_lower_middle",
+    "right_eyebrow_lower_right_quarter",
+    *(n for n, _ in FACEPP106 if n.startswith(("left_eye_", "right_eye_"))),
+    "nose_tip",
+    "mouth_upper_lip_top",
+    "mouth_upper_lip_bottom",
+    "mouth_lower_lip_top",
+    "mouth_lower_lip_bottom",
+    "mouth_left_corner",
+    "mouth_right_corner",
+    "mouth_upper_lip_left_contour1",
+    "mouth_upper_lip_left_contour2",
+    "mouth_upper_lip_right_contour1",
+    "mouth_upper_lip_right_contour2",
+    "mouth_lower_lip_left_contour1",
+    "mouth_lower_lip_left_contour2",
+    "mouth_lower_lip_left_contour3",
+    "mouth_lower_lip_right_contour1",
+    "mouth_lower_lip_right_contour2",
+    "mouth_lower_lip_right_contour3",
+)
+_BY_NAME_106 = dict(FACEPP106)
+FACEPP83: tuple[tuple[str, Source], ...] = (
+    ("contour_chin", ("mesh", 152)),
+    *((f"contour_left{k}", ("oval", 0, k, CONTOUR_POINTS_83)) for k in range(1, CONTOUR_POINTS_83 + 1)),
+    *((f"contour_right{k}", ("oval", 1, k, CONTOUR_POINTS_83)) for k in range(1, CONTOUR_POINTS_83 + 1)),
+    *((name, _BY_NAME_106[name]) for name in _SAME_IN_83),
+    ("left_eyebrow_right_corner", ("mean", 107, 55)),
+    ("right_eyebrow_left_corner", ("mean", 336, 285)),
+    ("nose_contour_left1", ("mesh", 122)),
+    ("nose_contour_left2", ("mesh", 220)),
+    ("nose_left", ("mesh", 64)),
+    ("nose_contour_left3", ("mesh", 99)),
+    ("nose_contour_lower_middle", ("mesh", 2)),
+    ("nose_contour_right1", ("mesh", 351)),
+    ("nose_contour_right2", ("mesh", 440)),
+    ("nose_right", ("mesh", 294)),
+    ("nose_contour_right3", ("mesh", 328)),
+    # 83: one inner-line point per upper-lip side, between the 106's contour3 and contour4.
+    ("mouth_upper_lip_left_contour3", ("mesh", 80)),
+    ("mouth_upper_lip_right_contour3", ("mesh", 310)),
+)
+
+TABLES = {"facepp106": FACEPP106, "facepp83": FACEPP83, "azure27": AZURE27}
 
 
 def _resample(polyline: np.ndarray, count: int) -> np.ndarray:
@@ -145,10 +235,12 @@ def _resample(polyline: np.ndarray, count: int) -> np.ndarray:
     return np.column_stack([np.interp(t, s, polyline[:, 0]), np.interp(t, s, polyline[:, 1])])
 
 
-def _xy(dense: DenseLandmarks, i: int, source: Source, ovals: list[np.ndarray]) -> np.ndarray:
+def _xy(dense: DenseLandmarks, i: int, source: Source, mesh: np.ndarray) -> np.ndarray:
     kind = source[0]
     if kind == "mesh":
         return dense.mesh[i, source[1], :2]
+    if kind == "mean":
+        return mesh[list(source[1:])].mean(0)
     if kind == "eye":
         return dense.eye_contour[i, source[1], source[2], :2]
     if kind == "iris":
@@ -156,7 +248,8 @@ def _xy(dense: DenseLandmarks, i: int, source: Source, ovals: list[np.ndarray]) 
     if kind == "eye_centre":
         return dense.eye_contour[i, source[1], :16, :2].mean(0)
     if kind == "oval":
-        return ovals[source[1]][source[2] - 1]
+        _, side, k, count = source
+        return _resample(mesh[list((OVAL_LEFT, OVAL_RIGHT)[side])], count)[k - 1]
     raise ValueError(f"unknown point source {source!r}")
 
 
@@ -169,9 +262,8 @@ def named_points(dense: DenseLandmarks, i: int, landmark_set: str = "betaface") 
     except KeyError:
         raise ValueError(f"unknown landmark_set {landmark_set!r}; one of {list(LANDMARK_SETS)}") from None
     mesh = np.asarray(dense.mesh[i], np.float64)[:, :2]
-    ovals = [_resample(mesh[list(side)], CONTOUR_POINTS) for side in (OVAL_LEFT, OVAL_RIGHT)]
     out = []
     for index, (name, source) in enumerate(table):
-        x, y = _xy(dense, i, source, ovals)
+        x, y = _xy(dense, i, source, mesh)
         out.append(Point(x=round(float(x), 2), y=round(float(y), 2), type=index, name=name))
     return out
