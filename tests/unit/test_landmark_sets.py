@@ -60,19 +60,18 @@ def test_facepp_points_on_anatomy_of_free_photos(photo: str) -> None:
         uy = np.array([-ux[1], ux[0]])
         height = float(np.dot(mouth - centre, uy))
 
-        def frame(name: str) -> tuple[float, float]:
-            d = pts[name] - centre
-            return float(np.dot(d, ux) / ipd), float(np.dot(d, uy) / height)
+        rel = {n: p - centre for n, p in pts.items()}
+        norm = {n: (float(np.dot(d, ux) / ipd), float(np.dot(d, uy) / height)) for n, d in rel.items()}
 
         for name in pts:
-            x, y = frame(name)
+            x, y = norm[name]
             side = _side(name.replace("eyebrow_left_corner", "").replace("eyebrow_right_corner", ""))
             if name.startswith(("left_", "right_")):
                 side = -1 if name.startswith("left_") else 1
             # Left/right on the correct side of the midline of its part (a turned head's nose and mouth
             # sit off the eyes' midline); midline points within 0.08 of the eyes' midline.
             part = {"nose": "nose_tip", "mouth": "mouth_upper_lip_top", "contour": "contour_chin"}
-            mid = frame(part[name.split("_")[0]])[0] if name.split("_")[0] in part else 0.0
+            mid = norm[part[name.split("_")[0]]][0] if name.split("_")[0] in part else 0.0
             assert ((x - mid) * side > 0.01) if side else abs(x) < 0.08, (set_name, name, x, mid)
             if name.startswith("nose"):  # between the eyes and the mouth, inside the nose's width
                 top = name.startswith("nose_bridge") or name.endswith(
@@ -93,19 +92,19 @@ def test_facepp_points_on_anatomy_of_free_photos(photo: str) -> None:
         # Contours run down from eye level to the chin; the chin is the lowest point.
         k = 16 if set_name == "facepp106" else 9
         for side in ("left", "right"):
-            ys = [frame(f"contour_{side}{j}")[1] for j in range(1, k + 1)]
+            ys = [norm[f"contour_{side}{j}"][1] for j in range(1, k + 1)]
             assert ys == sorted(ys), (set_name, side)
-        assert frame("contour_chin")[1] == max(frame(n)[1] for n in pts)
+        assert norm["contour_chin"][1] == max(norm[n][1] for n in pts)
         # Nose side order (106): bridge side, down, out to the ala, under it, in to the columella.
         if set_name == "facepp106":
             for s in ("left", "right"):
-                xs = [abs(frame(f"nose_{s}_contour{j}")[0]) for j in range(1, 6)]
-                ys = [frame(f"nose_{s}_contour{j}")[1] for j in range(1, 6)]
+                xs = [abs(norm[f"nose_{s}_contour{j}"][0]) for j in range(1, 6)]
+                ys = [norm[f"nose_{s}_contour{j}"][1] for j in range(1, 6)]
                 assert ys[0] < ys[1] < ys[2] < ys[4] and xs[2] == max(xs) and xs[4] < xs[3], (s, xs, ys)
         # Lips: upper outer line above the inner line above the lower outer line.
-        assert frame("mouth_upper_lip_top")[1] < frame("mouth_upper_lip_bottom")[1]
-        assert frame("mouth_lower_lip_top")[1] < frame("mouth_lower_lip_bottom")[1]
-        assert frame("mouth_upper_lip_left_contour1")[1] < frame("mouth_lower_lip_left_contour3")[1]
+        assert norm["mouth_upper_lip_top"][1] < norm["mouth_upper_lip_bottom"][1]
+        assert norm["mouth_lower_lip_top"][1] < norm["mouth_lower_lip_bottom"][1]
+        assert norm["mouth_upper_lip_left_contour1"][1] < norm["mouth_lower_lip_left_contour3"][1]
 
 
 @requires_shared_data
