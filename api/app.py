@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
 from api import batches, faces, recognition, v1, v2
-from api.vendors import betaface_xml, liveness, sightcorp
+from api.vendors import betaface_xml, facepp, liveness, sightcorp
 from facequeue.settings import get_settings
 from schema import answers
 from schema.db import get_engine
@@ -59,6 +59,8 @@ def error_response(request: Request, code: ErrorCode, message: str | None = None
         return betaface_xml.error_response(path, code, message)
     if path.startswith(sightcorp.PREFIX):  # e.g. a GET: Sightcorp's 1200 "not a POST request"
         return sightcorp.error_for(code, message)
+    if path.startswith(facepp.PREFIX + "/"):
+        return facepp.error_response(code, message)
     if path.startswith(liveness.PREFIX):
         return liveness.error_response(code, message)
     if request.url.path.startswith(V1_PREFIXES):  # Betaface clients read int_response, on HTTP 200
@@ -135,6 +137,7 @@ def create_app() -> FastAPI:
     # Vendor adapters answer in their vendor's shapes (their own errors too).
     app.include_router(liveness.router)
     app.include_router(sightcorp.router)
+    app.include_router(facepp.router)
     app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
     @app.get("/", include_in_schema=False)

@@ -231,3 +231,29 @@ class FaceTombstone(Base):
     face_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     tenant_id: Mapped[int] = mapped_column(Integer)
     deleted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaceppFaceSet(Base):
+    """A Face++ FaceSet (api/vendors/facepp.py): its own namespace, one person per face; the metadata
+    Face++ clients set (outer_id, display_name, user_data, tags) lives here."""
+
+    __tablename__ = "facepp_facesets"
+    __table_args__ = (UniqueConstraint("tenant_id", "outer_id", name="uq_facepp_facesets_outer_id"),)
+
+    token: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uid)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id", ondelete="CASCADE"))
+    outer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    display_name: Mapped[str] = mapped_column(String(256), default="")
+    user_data: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FaceppUserId(Base):
+    """The user_id a Face++ client attached to a face (face/setuserid)."""
+
+    __tablename__ = "facepp_user_ids"
+
+    face_uid: Mapped[str] = mapped_column(ForeignKey("faces.uid", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
