@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from api.vendors import END, START, betaface_xml, compatibility_markdown, liveness, sightcorp
+from api.vendors import END, START, betaface_xml, compatibility_markdown, facepp, liveness, sightcorp
 from schema.errors import ErrorCode, FacequeueError
 from schema.tables import Face, Image
 
@@ -30,7 +30,9 @@ def test_field_lists_cover_every_documented_code_and_function() -> None:
     assert all(code in names(liveness.FIELDS) for code in liveness.ERRORS)
     sightcorp_rows = names(sightcorp.FIELDS) + " ".join(how for _, _, how in sightcorp.FIELDS)
     assert all(str(code) in sightcorp_rows for code in sightcorp.ERROR_CODES)
-    for module in (betaface_xml, liveness, sightcorp):
+    facepp_rows = " ".join(f"{name} {how}" for name, _, how in facepp.FIELDS)
+    assert all(attribute.replace("smiling", "smile") in facepp_rows for attribute in facepp.ATTRIBUTES)
+    for module in (betaface_xml, facepp, liveness, sightcorp):
         assert {status for _, status, _ in module.FIELDS} <= {"supported", "mapped", "not available"}
 
 
@@ -200,3 +202,91 @@ def test_sightcorp_error_mapping() -> None:
         == code(ErrorCode.INTERNAL_ERROR)
         == 1000
     )
+
+
+# Face++ -------------------------------------------------------------------------------------------------
+
+FACEPP_BASE_TAGS = [
+    {"name": "gender", "value": "female", "confidence": 0.9},
+    {"name": "age", "value": "41", "confidence": 0.5},
+    {"name": "smile", "value": "no", "confidence": 0.8},
+    {"name": "yaw", "value": "-3.5", "confidence": None},
+    {"name": "pitch", "value": "12.0", "confidence": None},
+    {"name": "roll", "value": "1.5", "confidence": None},
+    {"name": "blur", "value": "low", "confidence": None},
+]
+EMOTION_PROBS = {"angry": 0.05, "disgust": 0.01, "fear": 0.04, "happy": 0.6, "sad": 0.1, "surprise": 0.1}
+
+
+def test_facepp_attributes_from_tags_never_invented() -> None:
+    face = _face(FACEPP_BASE_TAGS)
+    out = facepp.attributes_of(face, list(facepp.ATTRIBUTES))
+    assert out == {
+        "gender": {"value": "Female"},
+        "age": {"value": 41},
+        "smile": {"value": 20.0, "threshold": 50.0},  # happy = 1 - 0.8 (smile "no")
+        "headpose": {"pitch_angle": 2.0, "roll_angle": 1.5, "yaw_angle": -3.5},  # pitch 0 = frontal
+    }
+    assert facepp.attributes_of(face, ["age"]) == {"age": {"value": 41}}
+    assert facepp.attributes_of(face, []) == {}
+
+
+def test_facepp_emotion_and_quality_when_the_detect_tags_are_there() -> None:
+    emotions = [
+        {"name": f"emotion {label}", "value": f"{p:.3f}", "confidence": p}
+        for label, p in EMOTION_PROBS.items()
+    ]
+    partial = facepp.attributes_of(_face(FACEPP_BASE_TAGS + emotions), ["emotion", "facequality"])
+    assert partial == {}  # six of seven classes: not all backed, so left out
+    neutral = {"name": "emotion neutral", "value": "0.100", "confidence": 0.1}
+    quality = {"name": "quality_for_recognition", "value": "high", "confidence": 0.873}
+    out = facepp.attributes_of(
+        _face(FACEPP_BASE_TAGS + emotions + [neutral, quality]), ["emotion", "facequality"]
+    )
+    assert out["emotion"] == {
+        "anger": 5.0,
+        "disgust": 1.0,
+        "fear": 4.0,
+        "happiness": 60.0,
+        "neutral": 10.0,
+        "sadness": 10.0,
+        "surprise": 10.0,
+    }
+    assert out["facequality"]["value"] == 87.3
+
+
+def test_facepp_arguments() -> None:
+    assert facepp.parse_rectangle("70,80,100,120") == (80, 70, 180, 190)  # top,left,width,height
+    for bad in ("70,80,100", "a,b,c,d", "1,2,0,5", "-1,2,3,4"):
+        with pytest.raises(facepp.FaceppError) as error:
+            facepp.parse_rectangle(bad)
+        assert error.value.message == "BAD_ARGUMENTS:face_rectangle"
+    assert facepp.parse_attributes(None) == [] and facepp.parse_attributes("none") == []
+    assert facepp.parse_attributes("Gender, age") == ["gender", "age"]
+    with pytest.raises(facepp.FaceppError):
+        facepp.parse_attributes("gender,ethnicity")
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "message"),
+    [
+        (ErrorCode.UNAUTHORIZED, 401, "AUTHENTICATION_ERROR"),
+        (ErrorCode.IMAGE_TOO_LARGE, 400, "IMAGE_FILE_TOO_LARGE:image_file"),
+        (ErrorCode.IMAGE_TOO_MANY_PIXELS, 400, "INVALID_IMAGE_SIZE:image_file"),
+        (ErrorCode.NOT_AN_IMAGE, 400, "IMAGE_ERROR_UNSUPPORTED_FORMAT:image_file"),
+        (ErrorCode.URL_TIMEOUT, 412, "IMAGE_DOWNLOAD_TIMEOUT"),
+        (ErrorCode.URL_FORBIDDEN, 400, "INVALID_IMAGE_URL"),
+        (ErrorCode.URL_TOO_LARGE, 400, "IMAGE_FILE_TOO_LARGE:image_file"),
+        (ErrorCode.PROCESSING_FAILED, 500, "INTERNAL_ERROR"),
+    ],
+)
+def test_facepp_error_translation(code: ErrorCode, status: int, message: str) -> None:
+    error = facepp.translate(code, "x", "image_file")
+    assert (error.status, error.message) == (status, message)
+
+
+def test_facepp_thresholds_from_the_calibration() -> None:
+    thresholds = facepp.thresholds()
+    assert list(thresholds) == ["1e-3", "1e-4", "1e-5"]
+    values = list(thresholds.values())
+    assert 0 < values[0] <= values[1] <= values[2] <= 100  # a stricter FMR needs a higher confidence
