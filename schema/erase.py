@@ -7,6 +7,8 @@ tenant refers to them, the original bytes.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -84,3 +86,27 @@ def list_namespaces(session: Session, tenant_id: int) -> list[dict]:
         .order_by(Namespace.name)
     ).all()
     return [{"namespace": name, "persons": persons, "faces": faces} for name, persons, faces in rows]
+
+
+# Vendor tokens that expire (Face++: a face_token lives 72 h unless it is added to a FaceSet).
+EXPIRING_OPTION, EXPIRY = "facepp_request", timedelta(hours=72)
+
+
+def purge_expired_tokens(session: Session, settings: Settings, limit: int = 1000) -> int:
+    """Erase what expired vendor tokens point at: the faces of Face++ detects older than 72 h that no
+    FaceSet (no person) holds, and the image with its bytes once none of its faces is held. Returns faces."""
+    expired = select(Image).where(
+        Image.options[EXPIRING_OPTION].as_string().is_not(None),
+        Image.created_at < utcnow() - EXPIRY,
+        Image.status.in_(("done", "error")),
+    )
+    held = select(Face.id).where(Face.image_uid == Image.uid, Face.person_id.is_not(None)).exists()
+    loose = select(Face.id).where(Face.image_uid == Image.uid, Face.person_id.is_(None)).exists()
+    deleted = 0
+    for image in list(session.execute(expired.where(~held).limit(limit)).scalars()):
+        deleted += delete_image(session, settings, image)
+    for image in list(session.execute(expired.where(held, loose).limit(limit)).scalars()):
+        deleted += delete_faces(
+            session, image.tenant_id, (Face.image_uid == image.uid) & Face.person_id.is_(None)
+        )
+    return deleted

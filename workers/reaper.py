@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, select, update
 
 from facequeue.settings import Settings, get_settings
 from schema.db import is_outage, session_scope
+from schema.erase import purge_expired_tokens
 from schema.errors import JobStatus
 from schema.tables import Batch, Image, RecognizeJob, utcnow
 from workers import callbacks
@@ -39,6 +40,7 @@ from workers.celery_app import (
 log = logging.getLogger(__name__)
 BATCH = 1000
 QUEUES = (IMAGES_QUEUE, RECOGNIZE_QUEUE, CALLBACKS_QUEUE)
+PURGE_INTERVAL_S = 600.0  # expired vendor tokens are erased within 10 minutes of expiring
 
 
 @dataclass
@@ -200,15 +202,28 @@ class Reaper:
         return sent
 
 
+def purge_expired(settings: Settings) -> int:
+    """Vendor tokens past their lifetime (Face++ face_tokens: 72 h outside a FaceSet) are erased."""
+    with session_scope() as session:
+        deleted = purge_expired_tokens(session, settings)
+    if deleted:
+        log.info("erased %d faces of expired vendor tokens", deleted)
+    return deleted
+
+
 def start_reaper_thread() -> threading.Thread:
     settings = get_settings()
     reaper = Reaper(settings)
     stop = threading.Event()
 
     def loop() -> None:
+        last_purge = 0.0
         while True:
             try:
                 reaper.sweep()
+                if time.monotonic() - last_purge >= PURGE_INTERVAL_S:  # a scan of old images: not often
+                    last_purge = time.monotonic()
+                    purge_expired(settings)
             except Exception as exc:  # the database may be briefly away; try again next interval
                 if is_outage(exc):
                     log.warning("reaper: database unavailable (%s)", type(exc).__name__)

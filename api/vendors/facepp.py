@@ -6,7 +6,8 @@ checked (our keys have no secret). Images become ordinary image jobs that the re
 queue (api/wait.py); comparisons and searches become ordinary recognition jobs (workers/recognize.py).
 
 - face_token = a face's uid, image_id = the job's uid. Every detect call is a new job (Face++ gives new
-  tokens each time). A token expires 72 h after its detect unless it is in a FaceSet.
+  tokens each time). A token expires 72 h after its detect unless it is in a FaceSet; the workers' reaper
+  then erases it (schema/erase.purge_expired_tokens).
 - A FaceSet is a namespace of its own (`facepp_<token hex>`) with one person per face (named by the face
   token); its Face++ metadata is in `facepp_facesets`. A face is in at most one FaceSet at a time (Face++
   allows several): adding it to another moves it.
@@ -98,7 +99,7 @@ FIELDS = [
     ("detect: return_landmark 2 (106 points)", "supported", "mesh + iris points, Face++ names"),
     ("detect: calculate_all", "supported", "0 = the 5 largest faces get landmarks/attributes"),
     ("detect: face_rectangle", "mapped", "the detected face overlapping it most, reported as given"),
-    ("face_token", "mapped", "face uid; expires after 72 h unless in a FaceSet"),
+    ("face_token", "mapped", "face uid; expires (and is erased) after 72 h unless in a FaceSet"),
     ("image_id, request_id, time_used", "supported", "job uid, per request, milliseconds"),
     ("face_rectangle", "supported", "detector box"),
     ("attributes.gender", "supported", "gender model"),

@@ -14,6 +14,7 @@ from sqlalchemy import update
 from api.vendors import facepp
 from facequeue.settings import get_settings
 from schema.db import session_scope
+from schema.erase import purge_expired_tokens
 from schema.tables import Image
 from tests.integration.conftest import make_key
 from tests.integration.helpers import LocalServer
@@ -196,27 +197,34 @@ def test_facesets_search_compare_and_expiry(client, key, worker):  # type: ignor
     assert removed["face_removed"] == 1 and removed["face_count"] == 1
 
     # Expiry: 72 h after its detect a token outside any FaceSet is gone; one in a FaceSet stays.
-    grace_image = post("face/getdetail", face_token=grace)["image_id"]
+    images = {t: post("face/getdetail", face_token=t)["image_id"] for t in (grace, eileen)}
     with session_scope() as session:
         session.execute(
             update(Image)
-            .where(Image.uid.in_([post("face/getdetail", face_token=t)["image_id"] for t in (grace, eileen)]))
+            .where(Image.uid.in_(list(images.values())))
             .values(created_at=Image.created_at - timedelta(hours=73))
         )
         session.commit()
     assert post("face/getdetail", face_token=grace)["face_token"] == grace
     expired = client.post(f"{V3}/face/getdetail", data={**key, "face_token": eileen})
     assert expired.status_code == 400 and expired.json()["error_message"] == "INVALID_FACE_TOKEN"
+    # The reaper's purge erases what the expired token pointed at (face, vectors, image, bytes).
+    headers = {"X-API-Key": key["api_key"]}
+    with session_scope() as session:
+        assert purge_expired_tokens(session, get_settings()) == 1
+    assert client.get(f"/v2/media/{images[eileen]}", headers=headers).status_code == 404
+    assert client.get(f"/v2/media/{images[grace]}", headers=headers).status_code == 200
 
     not_empty = client.post(f"{V3}/faceset/delete", data={**key, "faceset_token": token})
     assert not_empty.status_code == 400 and not_empty.json()["error_message"] == "FACESET_NOT_EMPTY"
     assert post("faceset/delete", faceset_token=token, check_empty="0")["faceset_token"] == token
     assert post("faceset/getfacesets")["facesets"] == []
-    # Out of its FaceSet, Grace's 73-hour-old token has expired too; the native face itself stays.
+    # Out of its FaceSet, Grace's 73-hour-old token has expired too, and the next purge erases it.
     gone = client.post(f"{V3}/face/getdetail", data={**key, "face_token": grace})
     assert gone.json()["error_message"] == "INVALID_FACE_TOKEN"
-    media = client.get(f"/v2/media/{grace_image}", headers={"X-API-Key": key["api_key"]}).json()
-    assert [f["face_uuid"] for f in media["faces"]] == [grace]
+    with session_scope() as session:
+        assert purge_expired_tokens(session, get_settings()) == 1
+    assert client.get(f"/v2/media/{images[grace]}", headers=headers).status_code == 404
 
 
 def _noise_png(side: int) -> bytes:
