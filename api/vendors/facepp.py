@@ -602,6 +602,73 @@ async def query_face(
 # Routes --------------------------------------------------------------------------------------------------
 
 Handler = Callable[[Request, Session, FormData, float], Any]
+_IMAGE = {
+    "image_file": "the image (highest precedence)",
+    "image_base64": "the image, base64",
+    "image_url": "URL of the image (lowest precedence)",
+}
+_FACESET = {
+    "faceset_token": "the FaceSet (or outer_id)",
+    "outer_id": "the FaceSet's own id (or faceset_token)",
+}
+_ANALYSIS = {"return_landmark": "0, 1 (83 points) or 2 (106 points)", "return_attributes": "none or a list"}
+FORM_FIELDS: dict[str, dict[str, str]] = {
+    "/detect": {
+        **_IMAGE,
+        **_ANALYSIS,
+        "calculate_all": "1: landmarks and attributes for every face, not only the 5 largest",
+        "face_rectangle": "top,left,width,height",
+    },
+    "/compare": {
+        "face_token1": "first face (or an image: image_file1, image_base64_1, image_url1)",
+        "face_token2": "second face (or an image: image_file2, image_base64_2, image_url2)",
+    },
+    "/search": {"face_token": "the face (or an image)", **_IMAGE, **_FACESET, "return_result_count": "1-5"},
+    "/faceset/create": {
+        "outer_id": "your id",
+        "display_name": "name",
+        "user_data": "your data",
+        "tags": "comma-separated",
+        "face_tokens": "up to 5",
+        "force_merge": "1: add to an existing outer_id",
+    },
+    "/faceset/addface": {**_FACESET, "face_tokens": "up to 5"},
+    "/faceset/removeface": {**_FACESET, "face_tokens": "up to 5, or RemoveAllFaceTokens"},
+    "/faceset/update": {
+        **_FACESET,
+        "new_outer_id": "",
+        "display_name": "",
+        "user_data": "",
+        "tags": "",
+    },
+    "/faceset/getdetail": {**_FACESET, "start": "1-based position of the first face_token"},
+    "/faceset/getfacesets": {"tags": "only FaceSets with all these tags", "start": "1-based position"},
+    "/faceset/delete": {**_FACESET, "check_empty": "1 (default): refuse a FaceSet that has faces"},
+    "/face/analyze": {"face_tokens": "up to 5", **_ANALYSIS},
+    "/face/getdetail": {"face_token": ""},
+    "/face/setuserid": {"face_token": "", "user_id": "your id for the face"},
+}
+
+
+def form_schema(path: str) -> dict[str, Any]:
+    fields = {"api_key": "an API key", "api_secret": "required, not checked", **FORM_FIELDS.get(path, {})}
+    schema = {
+        "type": "object",
+        "required": ["api_key", "api_secret"],
+        "properties": {
+            name: {"type": "string", "description": how, **({"format": "binary"} if "file" in name else {})}
+            for name, how in fields.items()
+        },
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": schema},
+                "application/x-www-form-urlencoded": {"schema": schema},
+            },
+        }
+    }
 
 
 def facepp_route(path: str, summary: str) -> Callable[[Handler], Handler]:
@@ -609,7 +676,10 @@ def facepp_route(path: str, summary: str) -> Callable[[Handler], Handler]:
 
     def register(handler: Handler) -> Handler:
         @router.post(
-            path, summary=f"Face++ {summary} (drop-in)", name=f"facepp_{path.strip('/').replace('/', '_')}"
+            path,
+            summary=f"Face++ {summary} (drop-in)",
+            name=f"facepp_{path.strip('/').replace('/', '_')}",
+            openapi_extra=form_schema(path),
         )
         async def route(request: Request, session: Db) -> Response:
             started = time.monotonic()
