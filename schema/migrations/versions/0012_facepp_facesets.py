@@ -1,14 +1,14 @@
 """Face++ FaceSets and face user ids (api/vendors/facepp.py)
 
 Revision ID: 0012
-Revises: 0004
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0012"
-down_revision = "0004"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
