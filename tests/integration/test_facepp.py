@@ -115,6 +115,10 @@ def test_106_points_all_attributes_and_precedence(client, key, worker):  # type:
     else:
         assert "emotion" not in attrs
     assert ("facequality" in attrs) == ("quality_for_recognition" in tags)
+    if "facequality" in attrs:  # recognition usefulness x 100, threshold = its calibrated "medium" level
+        quality = native_tags["quality_for_recognition"]["confidence"]
+        assert attrs["facequality"]["value"] == round(quality * 100, 3)
+        assert 0 < attrs["facequality"]["threshold"] < 100
 
 
 def test_url_form_group_calculate_all_and_face_rectangle(client, key, worker):  # type: ignore[no-untyped-def]
