@@ -125,3 +125,47 @@ def test_nme_300w_against_dlib() -> None:
     # The mesh's jaw line is the 3-D face oval, not iBUG's 2-D jaw contour: jaw points carry most error.
     assert nme < 0.08
     assert nme_dlib < 0.10
+
+
+@pytest.mark.models
+def test_every_betaface_point_type_on_free_photos() -> None:
+    """`propoints` gives all of Betaface's points (its reference lists 94 types: the 5 basic points, the
+    basic eye corners and the pro points), each where the face's anatomy puts it."""
+    import re
+
+    from facequeue.settings import get_settings
+    from tests.photos import astronaut, hopper
+    from workers.pipeline.analyse import get_pipeline
+
+    reference = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "betaface-api.txt"
+    pipeline = get_pipeline(get_settings().model_copy(update={"providers": "CPUExecutionProvider"}))
+    for photo in (astronaut(), hopper()):
+        (face,) = pipeline.analyse(photo, {"bestface", "propoints"})
+        at = {p.name: np.array([p.x, p.y]) for p in face.points}
+        assert set(at) == set(BETAFACE_TYPES), set(BETAFACE_TYPES) - set(at)
+        assert len({p.type for p in face.points}) == len(BETAFACE_TYPES) == 94
+        if reference.is_file():  # the vendor's own list, where ../shared is present
+            listed = dict(re.findall(r"^\s+([a-z][a-z0-9 ]+?) - (\d{3,})\s*$", reference.read_text(), re.M))
+            assert {n: int(t) for n, t in listed.items()} == BETAFACE_TYPES
+        eyes_y = (at["basic eye left"][1] + at["basic eye right"][1]) / 2
+        mouth_y = (at["basic mouth left"][1] + at["basic mouth right"][1]) / 2
+        mid_x = at["nose bottom"][0]
+        for side in ("left", "right"):
+            nose = [
+                at[f"nose {side} {part}"]
+                for part in ("top", "top inner", "top outer", "bottom outer", "bottom inner")
+            ]
+            # Between the eyes and the mouth, on this side of the midline (Betaface "left" = image left).
+            for point in nose:
+                assert eyes_y - 5 < point[1] < mouth_y, (side, point)
+                assert (point[0] < mid_x) == (side == "left"), (side, point)
+            top, top_inner, top_outer, bottom_outer, bottom_inner = nose
+            assert top[1] < top_inner[1] < bottom_outer[1]  # walking down the side of the nose
+            assert abs(bottom_outer[0] - mid_x) > abs(
+                bottom_inner[0] - mid_x
+            )  # the wing is outside the nostril base
+            assert abs(bottom_outer[0] - mid_x) > abs(top[0] - mid_x)  # the nose widens downwards
+        forehead = [at[f"forehead {n}"] for n in ("left", "1", "2", "middle", "3", "4", "right")]
+        xs = [p[0] for p in forehead]
+        assert xs == sorted(xs), "the forehead row runs across the face from image left to right"
+        assert all(p[1] < eyes_y for p in forehead)

@@ -10,9 +10,13 @@ Point names. Betaface names sides "left"/"right"; which side that is follows
 points of the same face. The table below is written in the subject's terms: each paired name lists the
 mesh vertex on the subject's left and on the subject's right (MediaPipe's canonical mesh is left/right
 symmetric: 263/33 are the outer eye corners, 291/61 the mouth corners, 454/234 the face oval at ear level).
-Names with no honest mesh counterpart are left out: "forehead 2" and "forehead 3" (the mesh oval has only
-109 / 10 / 338 across the top) and the eight nose-outline points other than the bottom (Betaface does not
-say where "nose left top inner/outer" sit, and guessing would invent positions).
+Betaface lists the nose outline as a walk down each side: top (beside the bridge at eye level), top inner
+(down the bridge side), top outer (the top of the wing), bottom outer (the wing's outer tip), bottom inner
+(the nostril's base), then "nose bottom" on the midline; those are mesh vertices 122, 196, 129, 64, 99 on
+the subject's right and their mirror images 351, 419, 358, 294, 328 (the same vertices as the Face++ nose
+contour). "forehead 2" and "forehead 3" lie on the hairline between "forehead middle" (10) and "forehead
+1" / "forehead 4" (338 / 109); the mesh has no vertex there, so each is the midpoint of its two
+neighbours on that arc.
 
 Eye points come from the iris network's refined eye contour (its points 0-15 are MediaPipe's refinement
 of mesh vertices 33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173 and their
@@ -115,7 +119,17 @@ BETAFACE_TYPES = {
     "mouth right bottom": 4456448,
     "mouth bottom": 4521984,
     "mouth left bottom": 4587520,
+    "nose left top": 4653056,
+    "nose left top inner": 4718592,
+    "nose left top outer": 4784128,
+    "nose left bottom outer": 4849664,
+    "nose left bottom inner": 4915200,
     "nose bottom": 4980736,
+    "nose right bottom inner": 5046272,
+    "nose right bottom outer": 5111808,
+    "nose right top outer": 5177344,
+    "nose right top inner": 5242880,
+    "nose right top": 5308416,
     "eye right iris": 5373952,
     "eye left iris": 5439488,
     "nose tip": 5505024,
@@ -150,9 +164,17 @@ PAIRED = (
     ("mouth {side} top", 269, 39),
     ("mouth {side} bottom", 405, 181),
     ("cheekbone {side}", 345, 116),
+    ("nose {side} top", 351, 122),
+    ("nose {side} top inner", 419, 196),
+    ("nose {side} top outer", 358, 129),
+    ("nose {side} bottom outer", 294, 64),
+    ("nose {side} bottom inner", 328, 99),
 )
-# Betaface's "forehead 4" .. "forehead 1" run from its right side to its left; only 4 and 1 have vertices.
+# Betaface's "forehead 4" .. "forehead 1" run from its right side to its left: 4 and 1 are vertices, 3 and 2
+# the midpoints of the hairline arc between them and "forehead middle".
 FOREHEAD_SIDE = (("forehead 1", 338, 109), ("forehead 4", 109, 338))  # (name, if left=subject left, else)
+FOREHEAD_BETWEEN = {"forehead 1": "forehead 2", "forehead 4": "forehead 3"}
+FOREHEAD_MIDDLE = 10
 MIDLINE = (
     ("chin bottom", 152),
     ("forehead middle", 10),
@@ -263,6 +285,7 @@ def betaface_points(dense: DenseLandmarks, i: int) -> list[Point]:
     )
     for name, vertex, _ in forehead:
         out.append(_point(mesh[vertex], name))
+        out.append(_point((mesh[vertex] + mesh[FOREHEAD_MIDDLE]) / 2, FOREHEAD_BETWEEN[name]))
     for name, vertex in MIDLINE:
         out.append(_point(mesh[vertex], name))
     for eye, subject_left in ((1, True), (0, False)):
