@@ -22,12 +22,13 @@ from schema.batches import (
 )
 from schema.errors import ErrorCode, FacequeueError
 from schema.persons import namespace_id, parse_person_id
-from schema.tables import Face, Image, Person
+from schema.tables import Batch, Face, Image, Person
 from workers.celery_app import enqueue_batch_callback
 
 router = APIRouter(prefix="/v2", tags=["v2 batches"])
 MAX_URLS = 10_000
 MAX_PAGE = 500
+MAX_LIST = 100  # each listed batch costs three counting queries
 
 
 class BatchSettings(BaseModel):
@@ -45,6 +46,25 @@ def _name(name: str) -> str:
     if parsed is None:
         raise FacequeueError(ErrorCode.INVALID_REQUEST, "batch name is empty")
     return parsed
+
+
+@router.get("/batches", responses={200: {"model": answers.BatchList}})
+def list_batches(
+    request: Request,
+    session: Db,
+    cursor: int | None = None,
+    limit: int = Query(20, ge=1, le=MAX_LIST),
+) -> dict:
+    """The key's batches, newest first, each with its summary (as GET /v2/batches/{name}); paged."""
+    tenant = authenticate(session, request)
+    query = select(Batch).where(Batch.tenant_id == tenant.id).order_by(Batch.id.desc()).limit(limit)
+    if cursor is not None:
+        query = query.where(Batch.id < cursor)
+    batches = list(session.execute(query).scalars())
+    return {
+        "batches": [batch_summary(session, batch) for batch in batches],
+        "next_cursor": batches[-1].id if len(batches) == limit else None,
+    }
 
 
 @router.put("/batches/{name}", responses={200: {"model": answers.BatchSummary}})

@@ -25,7 +25,8 @@ from facequeue.settings import get_settings
 from schema import answers, wire
 from schema.erase import delete_image
 from schema.errors import ErrorCode, FacequeueError
-from schema.tables import Face, Image, Tenant
+from schema.tables import Face, Image, RecognizeJob, Tenant
+from workers.reaper import broker_view
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 
@@ -196,3 +197,19 @@ def usage(request: Request, session: Db) -> dict:
     for name, count in faces:
         tenants.setdefault(name, {"images": {}, "faces": 0})["faces"] = count
     return {"tenants": tenants}
+
+
+@router.get("/admin/queues", responses={200: {"model": answers.QueueDepths}})
+def queues(request: Request, session: Db) -> dict:
+    """Messages waiting in each broker queue, and jobs by status in the database. Admin keys only."""
+    if not authenticate(session, request).is_admin:
+        raise FacequeueError(ErrorCode.FORBIDDEN)
+    answer: dict = {"broker": "ok", "queues": None}
+    try:
+        answer["queues"] = broker_view().depths
+    except Exception as exc:  # the database's side is still worth showing while the broker is away
+        answer["broker"] = f"error: {type(exc).__name__}"
+    for key, model in (("images", Image), ("recognitions", RecognizeJob)):
+        rows = session.execute(select(model.status, func.count()).group_by(model.status)).all()
+        answer[key] = {status: count for status, count in rows}
+    return answer

@@ -178,6 +178,18 @@ class BatchSummary(Answer):
     callback_error: str | None
 
 
+class BatchList(Answer):
+    batches: list[BatchSummary] = Field(description="the tenant's batches, newest first")
+    next_cursor: int | None = Field(description="pass back as cursor for the next page; null on the last")
+
+
+class QueueDepths(Answer):
+    broker: str = Field(description='"ok" or "error: <kind>" (then queues is null)')
+    queues: dict[str, int] | None = Field(description="messages waiting in each broker queue")
+    images: dict[str, int] = Field(description="image jobs by status, all tenants (database)")
+    recognitions: dict[str, int] = Field(description="recognition jobs by status, all tenants (database)")
+
+
 class BatchCancelled(BatchSummary):
     cancelled: int = Field(description="images this request cancelled")
 

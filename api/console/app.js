@@ -1,4 +1,4 @@
-// The console page: key, upload, live status, result, face tags, enrol, recognise, persons, usage.
+// The console page: key, upload, live status, result, face tags, enrol, recognise, persons, batches, usage.
 // Every action is one or two calls of the public API (api.js); nothing here is private to the console.
 
 import { ApiError, apiKey, call, faceImage, health, poll } from "./api.js";
@@ -43,6 +43,8 @@ const guarded = (action) => (event) => {
 
 function askForKey(message = "") {
   apiKey.clear();
+  clearTimeout(batchesTimer);
+  batchesAsked++;
   document.body.dataset.view = "key";
   $("#console").hidden = true;
   $("#forget-key").hidden = true;
@@ -65,9 +67,13 @@ async function signIn(key) {
   $("#console").hidden = false;
   $("#forget-key").hidden = false;
   $("#admin-panel").hidden = usage === null;
-  if (usage) renderUsage(usage);
+  if (usage) {
+    renderUsage(usage);
+    showQueues().catch(showError);
+  }
   $("#file").focus();
   listNamespaces().catch(showError);
+  listBatches().catch(showError);
   showHealth().catch(() => ($("#health").textContent = "health unknown"));
 }
 
@@ -254,6 +260,64 @@ async function recognize() {
   }
 }
 
+// Batches ---------------------------------------------------------------------------------------------
+
+const BATCHES_EVERY_MS = 2000;
+let batchesTimer; // the next refresh, while a batch is unfinished
+let batchesAsked = 0; // only the latest listing is drawn (and schedules the next)
+
+function make(tag, content, className = "") {
+  const el = document.createElement(tag);
+  el.textContent = content;
+  if (className) el.className = className;
+  return el;
+}
+
+// GET /v2/batches: a bar per batch (finished of total: done, error and cancelled), its counts and speed.
+async function listBatches() {
+  clearTimeout(batchesTimer);
+  const mine = ++batchesAsked;
+  const { batches } = await call("v2/batches");
+  if (mine !== batchesAsked) return;
+  const list = $("#batches");
+  list.replaceChildren();
+  if (!batches.length) list.append(make("li", "No batch yet: uploads with the batch option make one.", "hint"));
+  for (const b of batches) {
+    const c = b.counts;
+    const finished = c.done + c.error + c.cancelled;
+    const li = document.createElement("li");
+    li.dataset.batch = b.batch;
+    li.dataset.drained = String(b.drained);
+    const bar = document.createElement("progress");
+    bar.max = Math.max(b.total, 1);
+    bar.value = finished;
+    const percent = b.total ? Math.round((100 * finished) / b.total) : 100;
+    bar.textContent = `${percent} %`;
+    const head = document.createElement("div");
+    head.className = "row spread";
+    head.append(make("strong", b.batch), make("span", `${percent} % of ${b.total}`, "hint"));
+    if (!b.drained) {
+      const cancel = make("button", "Cancel");
+      cancel.type = "button";
+      cancel.addEventListener(
+        "click",
+        guarded(async () => {
+          await call(`v2/batches/${encodeURIComponent(b.batch)}`, { method: "DELETE" });
+          await listBatches();
+        }),
+      );
+      head.append(cancel);
+    }
+    const counts = ["queued", "processing", "done", "error", "cancelled"].map((s) => `${s} ${c[s]}`);
+    const speed = b.images_per_s == null ? "" : ` · ${b.images_per_s} images/s`;
+    li.append(head, bar, make("div", `${counts.join(" · ")} · ${b.faces} faces${speed}`, "hint counts"));
+    list.append(li);
+  }
+  if (batches.some((b) => !b.drained)) {
+    batchesTimer = setTimeout(() => listBatches().catch(showError), BATCHES_EVERY_MS);
+  }
+}
+
 // Persons, usage ---------------------------------------------------------------------------------------
 
 // GET /v2/namespaces: buttons to browse each namespace, and suggestions for the namespace fields.
@@ -330,6 +394,26 @@ function renderUsage(usage) {
   }
 }
 
+// GET /v2/admin/queues: what waits in the broker, and jobs by status in the database.
+async function showQueues() {
+  const q = await call("v2/admin/queues");
+  const body = $("#queues tbody");
+  body.replaceChildren();
+  for (const [queue, depth] of Object.entries(q.queues ?? {})) {
+    const tr = document.createElement("tr");
+    tr.dataset.queue = queue;
+    tr.append(make("td", queue), make("td", depth));
+    body.append(tr);
+  }
+  if (!q.queues) {
+    const tr = document.createElement("tr");
+    tr.append(make("td", "broker"), make("td", q.broker));
+    body.append(tr);
+  }
+  const jobs = (counts) => Object.entries(counts).map(([s, n]) => `${s} ${n}`).join(", ") || "none";
+  $("#jobs").textContent = `Images: ${jobs(q.images)}. Recognitions: ${jobs(q.recognitions)}.`;
+}
+
 // Wiring ----------------------------------------------------------------------------------------------
 
 function imageFrom(dataTransfer) {
@@ -401,7 +485,14 @@ function wire() {
   $("#recognize-form").addEventListener("submit", guarded(recognize));
   $("#persons-form").addEventListener("submit", guarded(listPersons));
   $("#namespaces-refresh").addEventListener("click", guarded(listNamespaces));
-  $("#usage-refresh").addEventListener("click", guarded(async () => renderUsage(await call("v2/admin/usage"))));
+  $("#batches-refresh").addEventListener("click", guarded(listBatches));
+  $("#usage-refresh").addEventListener(
+    "click",
+    guarded(async () => {
+      renderUsage(await call("v2/admin/usage"));
+      await showQueues();
+    }),
+  );
 
   const saved = apiKey.get();
   if (!saved) return askForKey();

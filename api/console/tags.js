@@ -2,7 +2,10 @@
 
 const GROUPS = [
   ["Age and gender", (n) => n === "age" || n === "gender"],
-  ["Expression", (n) => ["expression", "smile", "mouth open", "mouth opening"].includes(n) || n.startsWith("eye_")],
+  [
+    "Expression",
+    (n) => ["expression", "smile", "mouth open", "mouth opening"].includes(n) || /^(eye_|emotion )/.test(n),
+  ],
   ["Pose", (n) => ["yaw", "pitch", "roll"].includes(n)],
   [
     "Quality",
@@ -13,9 +16,19 @@ const GROUPS = [
   ["Measurements", () => true], // the extended measurements, and anything newer than this page
 ];
 
+const EMOTION = "emotion ";
+
 function valueCell(tag) {
   const cell = document.createElement("td");
-  if (tag.name.startsWith("color ") && /^[0-9a-f]{6}$/i.test(tag.value)) {
+  if (tag.name.startsWith(EMOTION)) {
+    // One of the expression's seven probabilities (they follow the expression tag): a small bar.
+    const bar = document.createElement("meter");
+    bar.min = 0;
+    bar.max = 1;
+    bar.value = Number(tag.confidence);
+    bar.title = `${tag.name.slice(EMOTION.length)} ${tag.value}`;
+    cell.append(bar, ` ${tag.value}`);
+  } else if (tag.name.startsWith("color ") && /^[0-9a-f]{6}$/i.test(tag.value)) {
     const swatch = document.createElement("span");
     swatch.className = "swatch";
     swatch.style.background = `#${tag.value}`;
@@ -31,7 +44,9 @@ function row(tag) {
   tr.dataset.tag = tag.name;
   const name = document.createElement("th");
   name.scope = "row";
-  name.textContent = tag.name;
+  const emotion = tag.name.startsWith(EMOTION);
+  if (emotion) tr.className = "emotion";
+  name.textContent = emotion ? tag.name.slice(EMOTION.length) : tag.name;
   const confidence = document.createElement("td");
   confidence.textContent = tag.confidence == null ? "" : Number(tag.confidence).toFixed(3);
   tr.append(name, valueCell(tag), confidence);

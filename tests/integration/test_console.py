@@ -248,6 +248,14 @@ def test_console_upload_tags_enrol_recognise(live, browser, output, api_key) -> 
     }
     assert {"age", "gender", "expression", "yaw", "quality"} <= set(shown)
     assert shown == {t["name"]: t["value"] for t in astronaut["tags"]}
+    # The expression's 7 probabilities: a bar each, under the expression, at the API's values.
+    emotions = {t["name"]: t["confidence"] for t in astronaut["tags"] if t["name"].startswith("emotion ")}
+    bars = page.js(
+        "return [...document.querySelectorAll('#tags tr.emotion')].map(tr => [tr.dataset.tag,"
+        " tr.querySelector('meter').value, tr.previousElementSibling.dataset.tag])"
+    )
+    assert len(emotions) == 7 and {tag: value for tag, value, _ in bars} == pytest.approx(emotions)
+    assert bars[0][2] == "expression", "the bars follow the expression row"
     page.wait(lambda: page.loaded("#face-crop"), message="face crop")
     page.shot("face-tags")
 
@@ -383,4 +391,92 @@ def test_admin_key_sees_usage(live, browser, output, api_key) -> None:  # type: 
     usage = httpx.get(live + "v2/admin/usage", headers={"X-API-Key": api_key}).json()
     assert usage["error"]["code"] == "FORBIDDEN"
     assert any(row[0] == "tenant-a" and row[2] != "0" for row in rows), rows
+    # Queue depths (GET /v2/admin/queues): each broker queue with its depth, jobs by status.
+    page.wait(lambda: page.all("#queues tbody tr"), message="queue depths")
+    queues = httpx.get(live + "v2/admin/queues", headers={"X-API-Key": make_key("console-admin-2", True)})
+    assert queues.status_code == 200 and queues.json()["broker"] == "ok", queues.text
+    shown = {
+        tr.get_attribute("data-queue"): tr.find_elements(By.TAG_NAME, "td")[1].text
+        for tr in page.all("#queues tbody tr")
+    }
+    assert set(shown) == set(queues.json()["queues"]) and all(v.isdigit() for v in shown.values()), shown
+    assert "done" in page.find("#jobs").text
+    refused = httpx.get(live + "v2/admin/queues", headers={"X-API-Key": api_key})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
     page.shot("admin")
+
+
+def sign_in(page: Page, live: str, key: str) -> None:
+    """Open the console with this key (forgetting one the tab still holds from a test before)."""
+    page.driver.get(live)
+    page.wait(lambda: page.find("body").get_attribute("data-view") in ("key", "console"))
+    if page.find("body").get_attribute("data-view") == "console":
+        page.find("#forget-key").click()
+    page.type_into("#api-key", key)
+    page.wait(lambda: page.find("#file").is_displayed(), message="console after the key")
+
+
+def batch_row(page: Page, name: str) -> dict:
+    return page.js(
+        "const li = document.querySelector(`#batches li[data-batch='${arguments[0]}']`);"
+        "return li && {drained: li.dataset.drained, value: li.querySelector('progress').value,"
+        " max: li.querySelector('progress').max, counts: li.querySelector('.counts').textContent,"
+        " cancel: !!li.querySelector('button')}",
+        name,
+    )
+
+
+def test_batches_progress_and_cancel(live, browser, output) -> None:  # type: ignore[no-untyped-def]
+    page = Page(browser, output, "batches")
+    key = make_key("console-batches")
+    sign_in(page, live, key)
+    page.wait(lambda: "No batch yet" in page.find("#batches").text, message="no batch yet")
+
+    def upload(image: np.ndarray, batch: str, flags: str) -> None:
+        body = {"file_base64": base64.b64encode(photos.encode(image)).decode(), "batch": batch}
+        response = httpx.post(
+            live + "v2/media", json={**body, "detection_flags": flags}, headers={"X-API-Key": key}
+        )
+        assert response.status_code in (200, 202), response.text
+
+    # Three photos (two faces, and a cat): the bar reaches 100 % with the API's counts; the page refreshes by itself.
+    for image in (photos.astronaut(), photos.hopper(), photos.cat()):
+        upload(image, "console run", "basic")
+    page.find("#batches-refresh").click()
+    page.wait(
+        lambda: (batch_row(page, "console run") or {}).get("drained") == "true", 90, "the batch to finish"
+    )
+    row = batch_row(page, "console run")
+    summary = api_get(live, key, "v2/batches/console run")
+    assert row["value"] == row["max"] == summary["total"] == 3 and not row["cancel"], row
+    counts = summary["counts"]
+    assert counts["done"] == 3 and summary["faces"] == 2, summary
+    expected = " · ".join(f"{s} {counts[s]}" for s in ("queued", "processing", "done", "error", "cancelled"))
+    assert row["counts"].startswith(f"{expected} · 2 faces · {summary['images_per_s']} images/s"), row
+    listed = api_get(live, key, "v2/batches")
+    assert [b["batch"] for b in listed["batches"]] == ["console run"] and listed["batches"][0] == summary
+    page.shot("done")
+
+    # A longer batch, cancelled from the page while it runs: what was still queued ends cancelled.
+    for i in range(6):
+        upload(
+            np.ascontiguousarray(photos.astronaut()[4 * i :, 4 * i :]),
+            "console cancel",
+            "propoints,classifiers",
+        )
+    page.find("#batches-refresh").click()
+    page.wait(lambda: (batch_row(page, "console cancel") or {}).get("cancel"), message="the Cancel button")
+    page.find("#batches li[data-batch='console cancel'] button").click()
+    page.wait(
+        lambda: (batch_row(page, "console cancel") or {}).get("drained") == "true", 90, "the cancelled batch"
+    )
+    summary = api_get(live, key, "v2/batches/console cancel")
+    assert summary["counts"]["cancelled"] >= 1 and summary["drained"], summary
+    row = batch_row(page, "console cancel")
+    assert row["value"] == row["max"] == summary["total"] == 6, row
+    assert f"cancelled {summary['counts']['cancelled']}" in row["counts"], row
+    listed = api_get(live, key, "v2/batches?limit=1")
+    assert [b["batch"] for b in listed["batches"]] == ["console cancel"] and listed["next_cursor"], listed
+    older = api_get(live, key, f"v2/batches?limit=1&cursor={listed['next_cursor']}")
+    assert [b["batch"] for b in older["batches"]] == ["console run"], older
+    page.shot("cancelled")
