@@ -460,8 +460,8 @@ def test_batches_progress_and_cancel(live, browser, output) -> None:  # type: ig
     page.shot("done")
 
     # A longer batch, cancelled from the page while it runs: what was still queued ends cancelled. (The one
-    # worker takes a while over 12 photos with these flags: the page shows the batch unfinished long before.)
-    for i in range(12):
+    # worker takes a while over 30 photos with these flags: the page shows the batch unfinished long before.)
+    for i in range(30):
         upload(
             np.ascontiguousarray(photos.astronaut()[4 * i :, 4 * i :]),
             "console cancel",
@@ -476,7 +476,7 @@ def test_batches_progress_and_cancel(live, browser, output) -> None:  # type: ig
     summary = api_get(live, key, "v2/batches/console cancel")
     assert summary["counts"]["cancelled"] >= 1 and summary["drained"], summary
     row = batch_row(page, "console cancel")
-    assert row["value"] == row["max"] == summary["total"] == 12, row
+    assert row["value"] == row["max"] == summary["total"] == 30, row
     assert f"cancelled {summary['counts']['cancelled']}" in row["counts"], row
     listed = api_get(live, key, "v2/batches?limit=1")
     assert [b["batch"] for b in listed["batches"]] == ["console cancel"] and listed["next_cursor"], listed
