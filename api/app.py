@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
 from api import batches, faces, recognition, v1, v2
-from api.vendors import betaface_xml, facepp, liveness, sightcorp
+from api.vendors import azure, betaface_xml, facepp, liveness, sightcorp
 from facequeue.settings import get_settings
 from schema import answers
 from schema.db import get_engine
@@ -138,6 +138,7 @@ def create_app() -> FastAPI:
     app.include_router(liveness.router)
     app.include_router(sightcorp.router)
     app.include_router(facepp.router)
+    app.include_router(azure.router)
     app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
 
     @app.get("/", include_in_schema=False)

@@ -257,3 +257,17 @@ class FaceppUserId(Base):
 
     face_uid: Mapped[str] = mapped_column(ForeignKey("faces.uid", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(255))
+
+
+class AzureEntry(Base):
+    """What Azure Face clients name that the native model has no column for: the name / userData /
+    recognitionModel of person groups, persons, face lists and persisted faces, and a group's training
+    time (api/vendors/azure.py). kind: group | person | facelist | face; key: Azure's id."""
+
+    __tablename__ = "azure_entries"
+
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

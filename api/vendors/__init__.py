@@ -7,6 +7,7 @@ service and lists its fields (FIELDS) as supported / mapped / not available.
 from __future__ import annotations
 
 VENDORS = {
+    "Azure Face v1.0 (`/face/v1.0/…`)": "api.vendors.azure",
     "Face++ v3 (`/facepp/v3/...`)": "api.vendors.facepp",
     "Betaface v1 XML (`/service.svc/<Function>`)": "api.vendors.betaface_xml",
     "Liveness API (`POST /api/v1/face/detect`)": "api.vendors.liveness",

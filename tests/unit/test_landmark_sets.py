@@ -151,3 +151,62 @@ def test_points_on_real_faces() -> None:
         )
         assert sets["azure27"]["mouthLeft"].x < sets["azure27"]["mouthRight"].x
         assert sets["facepp106"]["left_eye_left_corner"].x < sets["facepp106"]["left_eye_right_corner"].x
+
+
+@pytest.mark.models
+def test_azure27_anatomy_on_free_photos() -> None:
+    """Each of Azure's 27 points on its part of the face (astronaut, Hopper: no ../shared needed).
+    Sides as Azure's reference example: "Left" is the image's left."""
+    from facequeue.settings import get_settings
+    from tests.photos import astronaut, hopper
+    from workers.pipeline.analyse import get_pipeline
+
+    settings = get_settings().model_copy(
+        update={"providers": "CPUExecutionProvider", "intra_op_threads": 1, "embedding_profile": "fast"}
+    )
+    pipeline = get_pipeline(settings)
+    for photo in (astronaut(), hopper()):
+        (face,) = pipeline.analyse(photo, {"propoints"}, {"landmark_set": "azure27"})
+        p = {pt.name: pt for pt in face.points}
+        assert [n for n, _ in AZURE27] == [n for n in p if n in dict(AZURE27)]
+        x1, y1, x2, y2 = face.box
+        m = 0.05 * (x2 - x1)  # the detector box cuts the eyebrows' outer ends on some faces
+        for name, _ in AZURE27:
+            assert x1 - m <= p[name].x <= x2 + m and y1 - m <= p[name].y <= y2 + m, name
+        x = {n: p[n].x for n in p}
+        y = {n: p[n].y for n in p}
+        for side in ("Left", "Right"):
+            # the pupil inside its eye's corners and lids; eyebrows above the eye
+            assert min(x[f"eye{side}Outer"], x[f"eye{side}Inner"]) < x[f"pupil{side}"]
+            assert x[f"pupil{side}"] < max(x[f"eye{side}Outer"], x[f"eye{side}Inner"])
+            assert y[f"eye{side}Top"] < y[f"pupil{side}"] < y[f"eye{side}Bottom"]
+            assert max(y[f"eyebrow{side}Outer"], y[f"eyebrow{side}Inner"]) < y[f"eye{side}Top"]
+            # nose: root between the eyes, alar top above the alar out-tip, both beside the tip
+            assert y[f"pupil{side}"] < y[f"noseRoot{side}"] < y[f"nose{side}AlarTop"]
+            assert y[f"nose{side}AlarTop"] < y[f"nose{side}AlarOutTip"] < y["upperLipTop"]
+        # left to right across the face
+        order = [
+            "eyeLeftOuter",
+            "eyeLeftInner",
+            "noseRootLeft",
+            "noseRootRight",
+            "eyeRightInner",
+            "eyeRightOuter",
+        ]
+        assert [x[n] for n in order] == sorted(x[n] for n in order)
+        order = ["eyebrowLeftOuter", "eyebrowLeftInner", "eyebrowRightInner", "eyebrowRightOuter"]
+        assert [x[n] for n in order] == sorted(x[n] for n in order)
+        order = [
+            "noseLeftAlarOutTip",
+            "noseLeftAlarTop",
+            "noseTip",
+            "noseRightAlarTop",
+            "noseRightAlarOutTip",
+        ]
+        assert [x[n] for n in order] == sorted(x[n] for n in order)
+        assert x["mouthLeft"] < x["upperLipTop"] < x["mouthRight"]
+        assert x["mouthLeft"] < x["underLipBottom"] < x["mouthRight"]
+        # top to bottom down the midline
+        order = ["noseTip", "upperLipTop", "upperLipBottom", "underLipTop", "underLipBottom"]
+        assert [y[n] for n in order] == sorted(y[n] for n in order)
+        assert y["pupilLeft"] < y["noseTip"] < min(y["mouthLeft"], y["mouthRight"]) < y["underLipBottom"]

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from api.vendors import END, START, betaface_xml, compatibility_markdown, facepp, liveness, sightcorp
+from api.vendors import (
+    END,
+    START,
+    azure,
+    betaface_xml,
+    compatibility_markdown,
+    facepp,
+    liveness,
+    sightcorp,
+)
 from schema.errors import ErrorCode, FacequeueError
 from schema.tables import Face, Image
 
@@ -32,7 +41,7 @@ def test_field_lists_cover_every_documented_code_and_function() -> None:
     assert all(str(code) in sightcorp_rows for code in sightcorp.ERROR_CODES)
     facepp_rows = " ".join(f"{name} {how}" for name, _, how in facepp.FIELDS)
     assert all(attribute.replace("smiling", "smile") in facepp_rows for attribute in facepp.ATTRIBUTES)
-    for module in (betaface_xml, facepp, liveness, sightcorp):
+    for module in (azure, betaface_xml, facepp, liveness, sightcorp):
         assert {status for _, status, _ in module.FIELDS} <= {"supported", "mapped", "not available"}
 
 
@@ -290,3 +299,103 @@ def test_facepp_thresholds_from_the_calibration() -> None:
     assert list(thresholds) == ["1e-3", "1e-4", "1e-5"]
     values = list(thresholds.values())
     assert 0 < values[0] <= values[1] <= values[2] <= 100  # a stricter FMR needs a higher confidence
+
+
+# Azure Face ---------------------------------------------------------------------------------------------
+
+AZURE_BASE_TAGS = [
+    {"name": "age", "value": "41", "confidence": 0.5},
+    {"name": "gender", "value": "female", "confidence": 0.9},
+    {"name": "smile", "value": "no", "confidence": 0.8},
+    {"name": "yaw", "value": "-3.5", "confidence": None},
+    {"name": "pitch", "value": "12.0", "confidence": None},
+    {"name": "roll", "value": "1.5", "confidence": None},
+    {"name": "blur", "value": "medium", "confidence": None},
+    {"name": "exposure", "value": "goodExposure", "confidence": None},
+    {"name": "exposure value", "value": "0.512", "confidence": None},
+    {"name": "noise", "value": "low", "confidence": None},
+]
+EMOTION_TAGS = [
+    {"name": f"emotion {label}", "value": f"{p:.3f}", "confidence": p}
+    for label, p in zip(
+        ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"),
+        (0.05, 0.01, 0.02, 0.6, 0.02, 0.1, 0.2),
+        strict=True,
+    )
+]
+
+
+def test_azure_attributes_backed_values_only() -> None:
+    out = azure.attributes(_face(AZURE_BASE_TAGS), azure.ATTRIBUTES)
+    assert out == {
+        "age": 41.0,
+        "gender": "female",
+        "smile": pytest.approx(0.2),
+        "headPose": {"roll": 1.5, "yaw": -3.5, "pitch": 2.0},  # pitch 0 = frontal
+        "blur": {"blurLevel": "Medium"},
+        "exposure": {"exposureLevel": "GoodExposure", "value": 0.512},
+        "noise": {"noiseLevel": "Low"},
+    }  # no emotion (no per-class tags), no qualityForRecognition, nothing without a model
+    assert azure.attributes(_face(AZURE_BASE_TAGS), ["age"]) == {"age": 41.0}
+
+
+def test_azure_emotion_and_quality_for_recognition_when_measured() -> None:
+    quality = {"name": "quality_for_recognition", "value": "medium", "confidence": 0.55}
+    out = azure.attributes(_face(AZURE_BASE_TAGS + EMOTION_TAGS + [quality]), ["emotion", "age"])
+    assert out["emotion"] == {
+        "anger": 0.05,
+        "disgust": 0.01,
+        "fear": 0.02,
+        "happiness": 0.6,
+        "neutral": 0.2,
+        "sadness": 0.02,
+        "surprise": 0.1,
+    }  # contempt: no class measures it
+    assert out["qualityForRecognition"] == "medium"
+    # An incomplete set of classes is not an emotion answer.
+    assert "emotion" not in azure.attributes(_face(AZURE_BASE_TAGS + EMOTION_TAGS[:3]), ["emotion"])
+
+
+def test_azure_landmarks_and_rectangle() -> None:
+    points = [{"x": 5.0 + i, "y": 7.0 + i, "type": i, "name": n} for i, n in enumerate(azure.LANDMARK_NAMES)]
+    points.append({"x": 1.0, "y": 1.0, "type": 512, "name": "basic eye left"})
+    want = {"faceId": True, "returnRecognitionModel": False, "recognitionModel": "", "landmarks": True}
+    entry = azure.face_entry(_face([], points), want | {"attributes": []})
+    assert entry["faceRectangle"] == {"width": 100, "height": 121, "left": 10, "top": 20}
+    assert list(entry["faceLandmarks"]) == azure.LANDMARK_NAMES
+    assert entry["faceLandmarks"]["pupilLeft"] == {"x": 5.0, "y": 7.0}
+    assert "faceAttributes" not in entry and "recognitionModel" not in entry
+
+
+def test_azure_error_mapping_and_envelope() -> None:
+    cases = {
+        ErrorCode.UNAUTHORIZED: (401, "Unspecified"),
+        ErrorCode.URL_UNREACHABLE: (400, "InvalidURL"),
+        ErrorCode.EMPTY_IMAGE: (400, "InvalidImageSize"),
+        ErrorCode.IMAGE_TOO_LARGE: (400, "InvalidImageSize"),
+        ErrorCode.NOT_AN_IMAGE: (400, "InvalidImage"),
+        ErrorCode.IMAGE_CORRUPT: (400, "InvalidImage"),
+        ErrorCode.INVALID_REQUEST: (400, "BadArgument"),
+        ErrorCode.SERVICE_UNAVAILABLE: (429, "RateLimitExceeded"),
+        ErrorCode.INTERNAL_ERROR: (500, "InternalServerError"),
+    }
+    for code, (status, name) in cases.items():
+        err = azure.from_native(code, "m")
+        assert (err.status, err.code) == (status, name), code
+    assert json.loads(azure.error_response(429, "x", "slow").body) == {
+        "error": {"statusCode": 429, "message": "slow"}
+    }
+    with pytest.raises(azure.AzureError) as bad:
+        azure.parse_attributes("age,beauty")
+    assert bad.value.code == "BadArgument" and "facialHair" in bad.value.message
+
+
+def test_azure_face_ids_expire_after_the_day_after_detection() -> None:
+    from datetime import UTC, datetime
+
+    image = Image(options={"azure": "detect 2026-03-01"})
+    assert not azure.detect_day_expired(image, datetime(2026, 3, 2, 23, 59, tzinfo=UTC))
+    assert azure.detect_day_expired(image, datetime(2026, 3, 3, 0, 0, tzinfo=UTC))
+    assert not azure.detect_day_expired(
+        Image(options={"azure": "group g p"}), datetime(2030, 1, 1, tzinfo=UTC)
+    )

@@ -14,7 +14,9 @@ network's eye contour (index 0 = outer corner, 8 = inner, 4 = bottom, 12 = top, 
 
 Azure 27 (names exactly as in reference/azure-face-api-v1.txt): all 27 have a mesh counterpart; the
 nose-root and alar points are the mesh vertices at the sides of the nasal bridge (122/351), the top of the
-alar crease (129/358) and the outermost alar points (64/294).
+ala (131/360: above the tip's level and inside the wing, as in Azure's example) and the outer alar points
+(64/294: lateral to and below the alar top). 129/358, used before, lie at the tip's level on the wing's
+outer edge, outside and not above 64/294 (measured on the free photos: tests/unit/test_landmark_sets.py).
 
 Face++ 106: the reference (faceplusplus-detect-v3.txt) names only four of the 106 points; the other names
 follow Face++'s "Landmarks Illustration (106 Points)" page. Produced: the 33 contour points (contour_chin
@@ -67,8 +69,8 @@ AZURE27: tuple[tuple[str, Source], ...] = (
     ("eyeRightOuter", ("eye", 1, 0)),
     ("noseRootLeft", ("mesh", 122)),
     ("noseRootRight", ("mesh", 351)),
-    ("noseLeftAlarTop", ("mesh", 129)),
-    ("noseRightAlarTop", ("mesh", 358)),
+    ("noseLeftAlarTop", ("mesh", 131)),
+    ("noseRightAlarTop", ("mesh", 360)),
     ("noseLeftAlarOutTip", ("mesh", 64)),
     ("noseRightAlarOutTip", ("mesh", 294)),
     ("upperLipTop", ("mesh", 0)),
