@@ -105,7 +105,8 @@ FIELDS = [
         "emotion model probabilities for seven classes (needs `emotion <class>` tags); contempt omitted",
     ),
     ("faceAttributes.blur.blurLevel, noise.noiseLevel", "supported", "measured levels Low / Medium / High"),
-    ("faceAttributes.blur.value, noise.value", "not available", "our measures are not on Azure's 0-1 scale"),
+    ("faceAttributes.blur.value", "supported", "no-reference blur effect, 0 sharp .. 1 blurred"),
+    ("faceAttributes.noise.value", "not available", "our noise measure is a sigma in grey levels, not 0-1"),
     ("faceAttributes.exposure", "supported", "level and mean luminance 0-1 of the face region"),
     (
         "faceAttributes.qualityForRecognition",
@@ -476,6 +477,8 @@ def attributes(face: Face, wanted: list[str]) -> dict[str, Any]:
         out["emotion"] = {name: float(tag["confidence"]) for name, tag in emotions.items()}
     if "blur" in wanted and "blur" in tags:
         out["blur"] = {"blurLevel": _level(tags["blur"]["value"])}
+        if "blur value" in tags:  # Crete blur effect: 0 sharp .. 1 blurred, Azure's scale
+            out["blur"]["value"] = float(tags["blur value"]["value"])
     if "exposure" in wanted and "exposure" in tags:
         out["exposure"] = {"exposureLevel": _level(tags["exposure"]["value"])}
         if "exposure value" in tags:

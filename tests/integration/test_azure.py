@@ -56,7 +56,9 @@ def test_official_client_unchanged(live_server, key, worker):  # type: ignore[no
         attributes = face.face_attributes
         assert attributes.gender.value in ("male", "female") and 20 <= attributes.age <= 90
         assert abs(attributes.head_pose.yaw) < 30 and 0 <= attributes.smile <= 1
-        assert attributes.blur.blur_level.value in ("Low", "Medium", "High")
+        assert (
+            attributes.blur.blur_level.value in ("Low", "Medium", "High") and 0 <= attributes.blur.value <= 1
+        )
         assert attributes.exposure.exposure_level.value in ("UnderExposure", "GoodExposure", "OverExposure")
         assert attributes.glasses is None and attributes.hair is None  # no model: omitted
     assert eileen.face_attributes.gender.value == "female"

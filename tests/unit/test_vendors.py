@@ -311,6 +311,7 @@ AZURE_BASE_TAGS = [
     {"name": "pitch", "value": "12.0", "confidence": None},
     {"name": "roll", "value": "1.5", "confidence": None},
     {"name": "blur", "value": "medium", "confidence": None},
+    {"name": "blur value", "value": "0.412", "confidence": None},
     {"name": "exposure", "value": "goodExposure", "confidence": None},
     {"name": "exposure value", "value": "0.512", "confidence": None},
     {"name": "noise", "value": "low", "confidence": None},
@@ -332,7 +333,7 @@ def test_azure_attributes_backed_values_only() -> None:
         "gender": "female",
         "smile": pytest.approx(0.2),
         "headPose": {"roll": 1.5, "yaw": -3.5, "pitch": 2.0},  # pitch 0 = frontal
-        "blur": {"blurLevel": "Medium"},
+        "blur": {"blurLevel": "Medium", "value": 0.412},
         "exposure": {"exposureLevel": "GoodExposure", "value": 0.512},
         "noise": {"noiseLevel": "Low"},
     }  # no emotion (no per-class tags), no qualityForRecognition, nothing without a model
