@@ -88,25 +88,28 @@ def list_namespaces(session: Session, tenant_id: int) -> list[dict]:
     return [{"namespace": name, "persons": persons, "faces": faces} for name, persons, faces in rows]
 
 
-# Vendor tokens that expire (Face++: a face_token lives 72 h unless it is added to a FaceSet).
-EXPIRING_OPTION, EXPIRY = "facepp_request", timedelta(hours=72)
+# Vendor tokens that expire: upload option naming the detect request → lifetime. Face++: a face_token lives
+# 72 h unless it is added to a FaceSet; Azure: a faceId lives 24 h unless it is persisted.
+EXPIRING = {"facepp_request": timedelta(hours=72), "azure_request": timedelta(hours=24)}
 
 
 def purge_expired_tokens(session: Session, settings: Settings, limit: int = 1000) -> int:
-    """Erase what expired vendor tokens point at: the faces of Face++ detects older than 72 h that no
-    FaceSet (no person) holds, and the image with its bytes once none of its faces is held. Returns faces."""
-    expired = select(Image).where(
-        Image.options[EXPIRING_OPTION].as_string().is_not(None),
-        Image.created_at < utcnow() - EXPIRY,
-        Image.status.in_(("done", "error")),
-    )
+    """Erase what expired vendor tokens point at: the faces of vendor detects past their lifetime that no
+    FaceSet / person group (no person) holds, and the image with its bytes once none of its faces is held.
+    Returns faces."""
     held = select(Face.id).where(Face.image_uid == Image.uid, Face.person_id.is_not(None)).exists()
     loose = select(Face.id).where(Face.image_uid == Image.uid, Face.person_id.is_(None)).exists()
     deleted = 0
-    for image in list(session.execute(expired.where(~held).limit(limit)).scalars()):
-        deleted += delete_image(session, settings, image)
-    for image in list(session.execute(expired.where(held, loose).limit(limit)).scalars()):
-        deleted += delete_faces(
-            session, image.tenant_id, (Face.image_uid == image.uid) & Face.person_id.is_(None)
+    for option, lifetime in EXPIRING.items():
+        expired = select(Image).where(
+            Image.options[option].as_string().is_not(None),
+            Image.created_at < utcnow() - lifetime,
+            Image.status.in_(("done", "error")),
         )
+        for image in list(session.execute(expired.where(~held).limit(limit)).scalars()):
+            deleted += delete_image(session, settings, image)
+        for image in list(session.execute(expired.where(held, loose).limit(limit)).scalars()):
+            deleted += delete_faces(
+                session, image.tenant_id, (Face.image_uid == image.uid) & Face.person_id.is_(None)
+            )
     return deleted

@@ -203,7 +203,8 @@ class Reaper:
 
 
 def purge_expired(settings: Settings) -> int:
-    """Vendor tokens past their lifetime (Face++ face_tokens: 72 h outside a FaceSet) are erased."""
+    """Vendor tokens past their lifetime (Face++ face_tokens: 72 h outside a FaceSet; Azure faceIds: 24 h
+    unless persisted) are erased."""
     with session_scope() as session:
         deleted = purge_expired_tokens(session, settings)
     if deleted:

@@ -7,8 +7,8 @@ named by their personId; a face list is the namespace `fl <faceListId>` with one
 Azure's names and userData live in `azure_entries`. Training is immediate (each worker's vector index catches
 up by itself), so a trained group reports `succeeded` at once.
 
-faceIds from detect expire: an identical image detected again the same UTC day answers the same faceIds
-(the native dedupe), so they are kept until the end of the day after the detection day (24-48 h).
+Each detect is a new job with new faceIds; they expire 24 h after the detect unless the face was persisted,
+and the workers' reaper then erases them (schema/erase.purge_expired_tokens).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
@@ -37,7 +37,7 @@ from api.uploads import create_image_job, validate_url
 from api.wait import create_and_wait, wait_finished
 from facequeue.settings import get_settings
 from schema import wire
-from schema.erase import delete_faces, delete_namespace, delete_persons
+from schema.erase import EXPIRING, delete_faces, delete_namespace, delete_persons
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.persons import PersonId, namespace_id, set_person
 from schema.tables import AzureEntry, Face, Image, Namespace, Person, RecognizeJob, Tenant, utcnow
@@ -88,7 +88,7 @@ DENIED = (
 FIELDS = [
     ("Ocp-Apim-Subscription-Key", "mapped", "an API key"),
     ("detect: JSON {url} / application/octet-stream", "supported", "1 KB - 6 MB as documented"),
-    ("detect: returnFaceId, faceId", "mapped", "the face uid; valid 24-48 h unless persisted"),
+    ("detect: returnFaceId, faceId", "mapped", "the face uid; expires (and is erased) after 24 h"),
     (
         "detect: recognitionModel, detectionModel, returnRecognitionModel",
         "mapped",
@@ -346,12 +346,12 @@ def face_ids_of(session: Session, person_row_id: int) -> list[str]:
     return list(session.execute(select(Face.uid).where(Face.person_id == person_row_id)).scalars())
 
 
-def detect_day_expired(image: Image, now: datetime) -> bool:
-    day = (image.options or {}).get("azure", "")
-    if not day.startswith("detect "):
+def face_id_expired(image: Image, now: datetime) -> bool:
+    """A detect's faceIds live 24 h (schema/erase.EXPIRING; the reaper then erases them)."""
+    if "azure_request" not in (image.options or {}):
         return False
-    start = datetime.fromisoformat(day.removeprefix("detect ")).replace(tzinfo=UTC)
-    return now >= start + timedelta(days=2)
+    created = image.created_at if image.created_at.tzinfo else image.created_at.replace(tzinfo=UTC)
+    return now >= created + EXPIRING["azure_request"]
 
 
 def query_faces(session: Session, tenant: Tenant, face_ids: list[str]) -> list[Face]:
@@ -365,7 +365,7 @@ def query_faces(session: Session, tenant: Tenant, face_ids: list[str]) -> list[F
     now = utcnow()
     for face_id in face_ids:
         face = faces.get(face_id)
-        if face is None or (face.person_id is None and detect_day_expired(face.image, now)):
+        if face is None or (face.person_id is None and face_id_expired(face.image, now)):
             raise AzureError(404, "FaceNotFound", f"Face '{face_id}' is not found or has expired.")
     return [faces[f] for f in face_ids]
 
@@ -544,7 +544,7 @@ async def detect(request: Request, session: Db) -> JSONResponse:
     flags = (
         ",".join(["propoints"] * want["landmarks"] + ["classifiers"] * bool(want["attributes"])) or "basic"
     )
-    options = {"azure": f"detect {utcnow().date().isoformat()}"}
+    options = {"azure_request": str(uuid.uuid4())}  # new faceIds on every call, as Azure
     if want["landmarks"]:
         options["landmark_set"] = "azure27"
     _, image = await detect_image(session, request, flags, options)

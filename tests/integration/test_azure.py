@@ -6,12 +6,17 @@ from __future__ import annotations
 import hashlib
 import io
 import uuid
+from datetime import timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import select, update
 
 from api.vendors import azure
 from facequeue.settings import get_settings
+from schema.db import session_scope
+from schema.erase import purge_expired_tokens
+from schema.tables import Face, Image
 from tests.integration.conftest import make_key
 from tests.integration.helpers import LocalServer
 from tests.photos import astronaut, encode, group, hopper
@@ -269,3 +274,30 @@ def test_timeout_and_internal_error(client, key, worker, monkeypatch):  # type: 
     failed = _detect(client, key, content=data, headers=headers(key, "application/octet-stream"))
     assert failed.status_code == 500 and failed.json()["error"]["code"] == "InternalServerError"
     assert client.get("/health").status_code == 200
+
+
+def test_face_ids_are_new_per_call_and_expire_after_24_hours(client, key, worker):  # type: ignore[no-untyped-def]
+    data = encode(hopper())
+    octet = headers(key, "application/octet-stream")
+    first, second = (_detect(client, key, content=data, headers=octet).json()[0]["faceId"] for _ in range(2))
+    assert first != second  # a new faceId on every detect, as Azure
+    verified = client.post(f"{P}/verify", json={"faceId1": first, "faceId2": second}, headers=headers(key))
+    assert verified.json()["isIdentical"] is True
+    with session_scope() as session:
+        image_uid = session.execute(select(Face.image_uid).where(Face.uid == first)).scalar_one()
+        session.execute(
+            update(Image)
+            .where(Image.uid == image_uid)
+            .values(created_at=Image.created_at - timedelta(hours=25))
+        )
+        session.commit()
+    expired = client.post(f"{P}/verify", json={"faceId1": first, "faceId2": second}, headers=headers(key))
+    assert expired.status_code == 404 and expired.json()["error"]["code"] == "FaceNotFound"
+    # The reaper's purge erases the expired detect (face, vectors, image, bytes); the fresh one stays.
+    with session_scope() as session:
+        assert purge_expired_tokens(session, get_settings()) == 1
+    assert client.get(f"/v2/media/{image_uid}", headers={"X-API-Key": key}).status_code == 404
+    fresh = client.post(
+        f"{P}/findsimilars", json={"faceId": second, "faceIds": [second]}, headers=headers(key)
+    )
+    assert fresh.status_code == 200

@@ -391,12 +391,12 @@ def test_azure_error_mapping_and_envelope() -> None:
     assert bad.value.code == "BadArgument" and "facialHair" in bad.value.message
 
 
-def test_azure_face_ids_expire_after_the_day_after_detection() -> None:
+def test_azure_face_ids_expire_24_hours_after_detection() -> None:
     from datetime import UTC, datetime
 
-    image = Image(options={"azure": "detect 2026-03-01"})
-    assert not azure.detect_day_expired(image, datetime(2026, 3, 2, 23, 59, tzinfo=UTC))
-    assert azure.detect_day_expired(image, datetime(2026, 3, 3, 0, 0, tzinfo=UTC))
-    assert not azure.detect_day_expired(
-        Image(options={"azure": "group g p"}), datetime(2030, 1, 1, tzinfo=UTC)
-    )
+    detected = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    image = Image(options={"azure_request": "r"}, created_at=detected)
+    assert not azure.face_id_expired(image, datetime(2026, 3, 2, 11, 59, tzinfo=UTC))
+    assert azure.face_id_expired(image, datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    persisted = Image(options={"azure": "group g p"}, created_at=detected)
+    assert not azure.face_id_expired(persisted, datetime(2030, 1, 1, tzinfo=UTC))
