@@ -586,23 +586,23 @@ async def verify(request: Request, session: Db) -> JSONResponse:
                 400, "BadArgument", "'personGroupId' is required (largePersonGroupId: not available)."
             )
 
-        def person_target() -> str:
+        def person_target() -> tuple[str, bool]:
             person = person_row(session, tenant_of(session, request), group, body["personId"])
-            if not face_ids_of(session, person.id):
+            faces = face_ids_of(session, person.id)
+            if not faces:
                 raise AzureError(400, "BadArgument", f"Person '{body['personId']}' has no persisted faces.")
-            return str(PersonId(person.name, namespace_name("group", group)))
+            return str(PersonId(person.name, namespace_name("group", group))), face in faces
 
-        target = await run_in_threadpool(person_target)
+        target, own_face = await run_in_threadpool(person_target)
+        if own_face:  # one of the person's own faces (recognition never matches a face with itself)
+            return JSONResponse({"isIdentical": True, "confidence": _self_confidence()})
     else:
         raise AzureError(
             400, "BadArgument", "Send faceId1 and faceId2, or faceId, personId and personGroupId."
         )
     _, result = await run_recognition(session, request, [face], [target], 1)
-    matches = result["results"][0]["matches"]
-    best = matches[0] if matches else None
-    return JSONResponse(
-        {"isIdentical": bool(best and best["is_match"]), "confidence": best["confidence"] if best else 0.0}
-    )
+    (best,) = result["results"][0]["matches"]  # one target face or person: one best match
+    return JSONResponse({"isIdentical": best["is_match"], "confidence": best["confidence"]})
 
 
 def _max(body: dict, default: int, upper: int) -> int:
