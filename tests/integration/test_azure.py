@@ -69,7 +69,7 @@ def test_official_client_unchanged(live_server, key, worker):  # type: ignore[no
     assert eileen.face_attributes.gender.value == "female"
     # person group: create, persons, faces, train, identify, verify
     face_client.person_group.create("friends", name="Friends", user_data="from the test")
-    ids = {}
+    ids, persisted_ids = {}, {}
     for name, photo in (("Eileen", astronaut()), ("Grace", hopper())):
         ids[name] = face_client.person_group_person.create(
             "friends", name=name, user_data=name.lower()
@@ -78,6 +78,7 @@ def test_official_client_unchanged(live_server, key, worker):  # type: ignore[no
             "friends", ids[name], io.BytesIO(encode(photo))
         )
         assert persisted.persisted_face_id
+        persisted_ids[name] = persisted.persisted_face_id
     assert face_client.person_group.get_training_status("friends").status == TrainingStatusType.nonstarted
     with pytest.raises(APIErrorException) as not_trained:
         face_client.face.identify([eileen.face_id], person_group_id="friends")
@@ -90,6 +91,10 @@ def test_official_client_unchanged(live_server, key, worker):  # type: ignore[no
     same = face_client.face.verify_face_to_person(eileen.face_id, ids["Eileen"], person_group_id="friends")
     other = face_client.face.verify_face_to_face(eileen.face_id, grace.face_id)
     assert same.is_identical and not other.is_identical and same.confidence > other.confidence
+    own = face_client.face.verify_face_to_person(
+        persisted_ids["Eileen"], ids["Eileen"], person_group_id="friends"
+    )
+    assert own.is_identical and own.confidence >= same.confidence
     person = face_client.person_group_person.get("friends", ids["Grace"])
     assert person.name == "Grace" and person.user_data == "grace" and len(person.persisted_face_ids) == 1
     assert face_client.person_group.get("friends").user_data == "from the test"
