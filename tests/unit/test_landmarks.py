@@ -160,7 +160,9 @@ def test_every_betaface_point_type_on_free_photos() -> None:
                 assert eyes_y - 5 < point[1] < mouth_y, (side, point)
                 assert (point[0] < mid_x) == (side == "left"), (side, point)
             top, top_inner, top_outer, bottom_outer, bottom_inner = nose
-            assert top[1] < top_inner[1] < bottom_outer[1]  # walking down the side of the nose
+            # Walking down the side of the nose, and out to the wing.
+            assert top[1] < top_inner[1] < top_outer[1] < bottom_outer[1]
+            assert abs(top_outer[0] - mid_x) < abs(bottom_outer[0] - mid_x)
             assert abs(bottom_outer[0] - mid_x) > abs(
                 bottom_inner[0] - mid_x
             )  # the wing is outside the nostril base

@@ -12,9 +12,8 @@ mesh vertex on the subject's left and on the subject's right (MediaPipe's canoni
 symmetric: 263/33 are the outer eye corners, 291/61 the mouth corners, 454/234 the face oval at ear level).
 Betaface lists the nose outline as a walk down each side: top (beside the bridge at eye level), top inner
 (down the bridge side), top outer (the top of the wing), bottom outer (the wing's outer tip), bottom inner
-(the nostril's base), then "nose bottom" on the midline; those are mesh vertices 122, 196, 129, 64, 99 on
-the subject's right and their mirror images 351, 419, 358, 294, 328 (the same vertices as the Face++ nose
-contour). "forehead 2" and "forehead 3" lie on the hairline between "forehead middle" (10) and "forehead
+(the nostril's base), then "nose bottom" on the midline; those are mesh vertices 122, 196, 131, 64, 99 on
+the subject's right and their mirror images 351, 419, 360, 294, 328 (Azure's alar top is 131/360 too). "forehead 2" and "forehead 3" lie on the hairline between "forehead middle" (10) and "forehead
 1" / "forehead 4" (338 / 109); the mesh has no vertex there, so each is the midpoint of its two
 neighbours on that arc.
 
@@ -166,7 +165,7 @@ PAIRED = (
     ("cheekbone {side}", 345, 116),
     ("nose {side} top", 351, 122),
     ("nose {side} top inner", 419, 196),
-    ("nose {side} top outer", 358, 129),
+    ("nose {side} top outer", 360, 131),
     ("nose {side} bottom outer", 294, 64),
     ("nose {side} bottom inner", 328, 99),
 )
