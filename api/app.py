@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Security
+from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
@@ -22,6 +22,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 import facequeue
 from api import batches, faces, recognition, v1, v2
+from api.deps import check_request_strings
+from api.logs import install_redaction
 from api.vendors import azure, betaface_xml, facepp, liveness, sightcorp
 from facequeue.settings import get_settings
 from schema import answers
@@ -120,10 +122,41 @@ API_KEY_QUERY = APIKeyQuery(name="api_key", auto_error=False, description="the s
 DOCUMENTED_KEYS = [Security(API_KEY_HEADER), Security(API_KEY_QUERY)]
 
 
+class CatchAll:
+    """Answer INTERNAL_ERROR for a bug and keep the connection: the error is logged here and not raised on.
+
+    Starlette's own handler for `Exception` sits in ServerErrorMiddleware, which re-raises after answering;
+    the server then treats the connection as broken and the client's next keep-alive request fails.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s", scope.get("path"))
+            if started:  # half an answer is out: only the server can end this connection
+                raise
+            await error_response(Request(scope), ErrorCode.INTERNAL_ERROR)(scope, receive, send)
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
+    install_redaction()  # after the server configured logging: uvicorn calls this factory then
     # Swagger UI and ReDoc from files shipped in the install: /docs works offline.
     app = FastAPIOffline(
+        dependencies=[Depends(check_request_strings)],  # schema.inputs' rule for path, query and form
         title="facequeue",
         version=facequeue.__version__,
         description="Self-hosted face analysis: upload, get a uid at once, poll for the result. "
@@ -147,6 +180,7 @@ def create_app() -> FastAPI:
 
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    app.add_middleware(CatchAll)  # outermost of ours: also catches what BodyLimit lets through
 
     @app.exception_handler(FacequeueError)
     def on_facequeue_error(request: Request, exc: FacequeueError) -> Response:
@@ -154,7 +188,9 @@ def create_app() -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}".removeprefix(": ") for e in exc.errors()[:5]
+        )
         return error_response(request, ErrorCode.INVALID_REQUEST, details or None)
 
     @app.exception_handler(StarletteHTTPException)
@@ -170,11 +206,6 @@ def create_app() -> FastAPI:
 
     for outage in OUTAGES:
         app.add_exception_handler(outage, on_outage)
-
-    @app.exception_handler(Exception)
-    def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path)
-        return error_response(request, ErrorCode.INTERNAL_ERROR)
 
     @app.get("/health", tags=["operations"], response_model=Health, responses={503: {"model": Health}})
     def health() -> JSONResponse:

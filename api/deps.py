@@ -10,10 +10,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from starlette.datastructures import UploadFile
 
 from facequeue.settings import get_settings
 from schema.db import connect, session_scope
 from schema.errors import ErrorCode, FacequeueError
+from schema.inputs import check_text
 from schema.tables import ApiKey, Tenant
 
 
@@ -26,6 +28,27 @@ def db() -> Iterator[Session]:
 # The transaction ends before the answer is sent ("function" scope): a read right after an "ok" sees the
 # write, and a commit that fails becomes an error answer, never an "ok".
 Db = Annotated[Session, Depends(db, scope="function")]
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+async def check_request_strings(request: Request) -> None:
+    """schema.inputs' rule for the strings that are not in a JSON body: the decoded path, path parameters,
+    query parameters and form fields (names and values; an uploaded file's name). A dependency of the whole
+    app, so every route, present and future, has it. JSON bodies are checked by schema.inputs.WireModel."""
+    check_text(request.url.path, "the path")
+    for name, value in request.path_params.items():
+        check_text(str(value), f"path parameter {name[:40]}")
+    for name, value in request.query_params.multi_items():
+        check_text(name, "a query parameter name")
+        check_text(value, f"query parameter {name}")
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() in FORM_TYPES:
+        form = await request.form()  # parsed once: FastAPI has already read it for the route
+        for name, value in form.multi_items():
+            check_text(name, "a form field name")
+            if isinstance(value, UploadFile):
+                check_text(value.filename or "", f"the file name of {name}")
+            else:
+                check_text(value, f"form field {name}")
 
 
 def is_uuid(text: str) -> bool:

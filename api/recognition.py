@@ -6,7 +6,7 @@ import contextlib
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +16,7 @@ from facequeue.settings import get_settings
 from schema import answers, wire
 from schema.erase import delete_namespace, delete_persons, list_namespaces
 from schema.errors import ErrorCode, FacequeueError, JobStatus
+from schema.inputs import Short, WireModel
 from schema.persons import check_targets, list_persons, owned_faces, parse_person_id, set_person
 from schema.tables import RecognizeJob, Tenant
 from workers.celery_app import enqueue_recognize
@@ -24,15 +25,34 @@ from workers.recognize import parse_parameters
 router = APIRouter(prefix="/v2", tags=["v2"])
 
 
+MAX_QUERY_FACES = 100  # query faces per recognition
+MAX_TARGETS = 1000  # targets per recognition (a namespace, `all@ns`, counts as one)
+
+
+def check_recognition(
+    session: Session, tenant: Tenant, faces: list[str], targets: list[str], parameters: str | None
+) -> None:
+    """Everything about a recognition that can be checked before the faces exist: sizes, parameters,
+    the tenant's query faces and the targets. /v2/recognize, Faces_Recognize and uploads with
+    recognize_targets all go through here (upload-time queries are the faces still to be found)."""
+    if len(faces) > MAX_QUERY_FACES or len(targets) > MAX_TARGETS:
+        raise FacequeueError(
+            ErrorCode.INVALID_REQUEST,
+            f"at most {MAX_QUERY_FACES} query faces and {MAX_TARGETS} targets per recognition",
+        )
+    parse_parameters(parameters, get_settings().default_fmr)
+    owned_faces(session, tenant.id, sorted(set(faces)))
+    if targets:
+        check_targets(session, tenant.id, targets)
+
+
 def create_recognize_job(
     session: Session, tenant: Tenant, faces: list[str], targets: list[str], parameters: str | None
 ) -> RecognizeJob:
     """Validate what can be validated now (ids, syntax), commit the job, then enqueue it."""
     if not faces or not targets:
         raise FacequeueError(ErrorCode.INVALID_REQUEST, "faces and targets must both be non-empty")
-    parse_parameters(parameters, get_settings().default_fmr)
-    owned_faces(session, tenant.id, sorted(set(faces)))
-    check_targets(session, tenant.id, targets)
+    check_recognition(session, tenant, faces, targets, parameters)
     job = RecognizeJob(
         tenant_id=tenant.id, request={"faces_uuids": faces, "targets": targets, "parameters": parameters}
     )
@@ -53,17 +73,20 @@ def get_recognize_job(session: Session, tenant: Tenant, uid: str) -> RecognizeJo
 # v2 ------------------------------------------------------------------------------------------------------
 
 
-class PersonRequest(BaseModel):
-    api_key: str | None = None
-    faces_uuids: list[str] = Field(min_length=1)
-    person_id: str = ""
+MAX_PERSON_FACES = 1000  # faces assigned in one call
 
 
-class RecognizeRequest(BaseModel):
-    api_key: str | None = None
-    faces_uuids: list[str]
-    targets: list[str]
-    parameters: str | None = None
+class PersonRequest(WireModel):
+    api_key: Short | None = None
+    faces_uuids: list[Short] = Field(min_length=1, max_length=MAX_PERSON_FACES)
+    person_id: Short = ""
+
+
+class RecognizeRequest(WireModel):
+    api_key: Short | None = None
+    faces_uuids: list[Short] = Field(max_length=MAX_QUERY_FACES)
+    targets: list[Short] = Field(max_length=MAX_TARGETS)
+    parameters: Short | None = None
 
 
 @router.post("/person", responses={200: {"model": answers.PersonSet}})
@@ -158,22 +181,22 @@ def get_recognize(uid: str, request: Request, session: Db) -> dict:
 # v1 ------------------------------------------------------------------------------------------------------
 
 
-class SetPersonV1(BaseModel):
-    api_key: str | None = None
-    faces_uids: list[str] = Field(min_length=1)
-    person_id: str = ""
+class SetPersonV1(WireModel):
+    api_key: Short | None = None
+    faces_uids: list[Short] = Field(min_length=1, max_length=MAX_PERSON_FACES)
+    person_id: Short = ""
 
 
-class RecognizeV1(BaseModel):
-    api_key: str | None = None
-    faces_uids: list[str]
-    targets: list[str]
-    parameters: str | None = None
+class RecognizeV1(WireModel):
+    api_key: Short | None = None
+    faces_uids: list[Short] = Field(max_length=MAX_QUERY_FACES)
+    targets: list[Short] = Field(max_length=MAX_TARGETS)
+    parameters: Short | None = None
 
 
-class RecognizeResultV1(BaseModel):
-    api_key: str | None = None
-    recognize_uid: str = ""
+class RecognizeResultV1(WireModel):
+    api_key: Short | None = None
+    recognize_uid: Short = ""
 
 
 def register_v1(v1_router: APIRouter) -> None:

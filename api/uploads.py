@@ -9,47 +9,50 @@ import hashlib
 import ipaddress
 import json
 import logging
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, field_validator
+from pydantic import Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import is_uuid
+from api.recognition import MAX_TARGETS, check_recognition
 from facequeue.settings import Settings
 from schema.batches import ensure_batch, parse_batch_name
-from schema.blobs import put_blob
+from schema.blobs import put_blob, sha256_hex
 from schema.errors import ErrorCode, FacequeueError
 from schema.flags import DETECTION_MODES, LANDMARK_SETS, normalise_flags
 from schema.images import sniff
-from schema.persons import check_targets, parse_person_id
+from schema.inputs import FILENAME_MAX_LENGTH, Filename, Flags, Short, Url, WireModel, check_text
+from schema.persons import assignable_person_id
 from schema.tables import Image, Tenant
 from workers import callbacks
 from workers.celery_app import enqueue_callback, enqueue_image
 from workers.http import check_address, check_url
-from workers.recognize import parse_parameters
 
 log = logging.getLogger(__name__)
 
 
-class V1Request(BaseModel):
-    api_key: str | None = None
-    api_secret: str | None = None  # accepted for compatibility; keys alone authenticate
+class V1Request(WireModel):
+    api_key: Short | None = None
+    api_secret: Short | None = None  # accepted for compatibility; keys alone authenticate
 
 
 class UploadOptions(V1Request):
     """Options of every upload route (v1 JSON, v2 JSON, v2 multipart): one model, one validation."""
 
-    detection_flags: str | None = None
-    original_filename: str | None = None
-    callback_url: str | None = None
-    set_person_id: str | None = None  # enrol the faces found under this person
-    recognize_targets: list[str] | None = None  # identify the faces found against these targets
-    recognize_parameters: str | None = None
-    landmark_set: str | None = None  # betaface (default), facepp106, facepp83, azure27
+    detection_flags: Flags | None = None
+    original_filename: Filename | None = None
+    callback_url: Url | None = None
+    set_person_id: Short | None = None  # enrol the faces found under this person
+    # identify the faces found against these targets (checked like /v2/recognize targets)
+    recognize_targets: list[Short] | None = Field(None, max_length=MAX_TARGETS)
+    recognize_parameters: Short | None = None
+    landmark_set: Short | None = None  # betaface (default), facepp106, facepp83, azure27
     quality_checks: bool = False  # add the liveness API's quality error codes to the result
-    batch: str | None = None  # the tenant's batch this upload belongs to (GET /v2/batches/{name})
-    detection_mode: str | None = None  # fast, auto (default setting), accurate: workers/pipeline/detect.py
+    batch: Short | None = None  # the tenant's batch this upload belongs to (GET /v2/batches/{name})
+    detection_mode: Short | None = None  # fast, auto (default setting), accurate: workers/pipeline/detect.py
 
     @field_validator("recognize_targets", mode="before")
     @classmethod
@@ -216,10 +219,16 @@ def _new_image(
             ErrorCode.INVALID_REQUEST, f"detection_mode must be one of {', '.join(DETECTION_MODES)}"
         )
     if options.get("set_person_id"):
-        parse_person_id(options["set_person_id"])
-    if options.get("recognize_targets"):
-        parse_parameters(options.get("parameters"), settings.default_fmr)
-        check_targets(session, tenant.id, options["recognize_targets"])
+        assignable_person_id(options["set_person_id"])
+    if options.get("recognize_targets") or options.get("parameters"):
+        # The same checks as /v2/recognize: a bad target or parameter is refused now, not by the worker.
+        check_recognition(
+            session, tenant, [], options.get("recognize_targets") or [], options.get("parameters")
+        )
+    if original_filename is not None:
+        check_text(original_filename, "original_filename", FILENAME_MAX_LENGTH)
+    elif url is not None:  # the URL names the upload; a long one by its last path segment, to fit the column
+        original_filename = url if len(url) <= FILENAME_MAX_LENGTH else _last_segment(url)
     image = Image(
         tenant_id=tenant.id,
         detection_flags=flags,
@@ -231,8 +240,7 @@ def _new_image(
         image.format, image.width, image.height = sniff(
             data, settings.max_upload_bytes, settings.max_image_pixels
         )
-        image.sha256 = put_blob(session, settings, data)
-        image.size = len(data)
+        image.sha256, image.size = sha256_hex(data), len(data)
         image.dedupe_key = f"{image.sha256}:{flags}{_outcome_options_digest(options)}"
     else:
         image.source_url = url  # checked by the caller, which knows the field's name
@@ -243,6 +251,8 @@ def _new_image(
         existing = _find_duplicate(session, tenant, image.dedupe_key)
         if existing is not None:
             return existing
+    if data is not None:  # a new job's bytes (brought back if the retention setting dropped them)
+        put_blob(session, settings, data)
     if batch:
         ensure_batch(session, tenant.id, batch)
     if options.get("callback_url"):
@@ -255,6 +265,12 @@ def _enqueue(image: Image) -> None:
         enqueue_image(image.uid)
     except Exception:  # broker away: the job is safe in the database and the reaper will send it
         log.exception("could not enqueue image %s; the reaper will re-send it", image.uid)
+
+
+def _last_segment(url: str) -> str:
+    return (urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1] or urlsplit(url).hostname or "")[
+        :FILENAME_MAX_LENGTH
+    ]
 
 
 def _outcome_options_digest(options: dict) -> str:

@@ -21,22 +21,23 @@ from api.uploads import (
 from api.vendors import betaface_xml
 from facequeue.settings import get_settings
 from schema import wire
+from schema.inputs import Base64, Short, Url
 
 
 class UploadFileRequest(UploadOptions):
-    imagefile_data: str | None = None
+    imagefile_data: Base64 | None = None
 
 
 class UploadUrlRequest(UploadOptions):
-    image_url: str | None = None
+    image_url: Url | None = None
 
 
 class ImageInfoRequest(V1Request):
-    img_uid: str = ""
+    img_uid: Short = ""
 
 
 class ImageFileInfoRequest(V1Request):
-    img_checksum: str = ""
+    img_checksum: Short = ""
 
 
 def _uploaded(uid: str) -> dict:
@@ -68,7 +69,7 @@ def register(router: APIRouter) -> None:
             tenant,
             url=validate_url(body.image_url, get_settings(), "image_url"),
             detection_flags=body.detection_flags,
-            original_filename=body.original_filename or body.image_url,
+            original_filename=body.original_filename,
             options=body.options(),
             batch=body.batch,
         )

@@ -25,6 +25,7 @@ from facequeue.settings import get_settings
 from schema import answers, wire
 from schema.erase import delete_image
 from schema.errors import ErrorCode, FacequeueError
+from schema.inputs import Base64, Url
 from schema.tables import Face, Image, RecognizeJob, Tenant
 from workers.reaper import broker_view
 
@@ -32,10 +33,10 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 
 
 class MediaRequest(UploadOptions):
-    file_uri: str | None = Field(None, description="URL of the image (alias: url)")
-    url: str | None = None
-    file_base64: str | None = Field(None, description="base64 of the image file (alias: base64)")
-    base64: str | None = None
+    file_uri: Url | None = Field(None, description="URL of the image (alias: url)")
+    url: Url | None = None
+    file_base64: Base64 | None = Field(None, description="base64 of the image file (alias: base64)")
+    base64: Base64 | None = None
 
 
 def _accepted(image: Image) -> dict:
@@ -82,7 +83,7 @@ async def post_media(
             data=decode_base64(encoded, b64_field) if encoded else None,
             url=validate_url(url, settings, url_field) if url else None,
             detection_flags=body.detection_flags,
-            original_filename=body.original_filename or url,
+            original_filename=body.original_filename,
             options=body.options(),
             batch=body.batch,
         )

@@ -30,21 +30,33 @@ def _blob_path(settings: Settings, sha256: str) -> Path:
 
 
 def put_blob(session: Session, settings: Settings, data: bytes) -> str:
-    """Store bytes (idempotent: the same bytes twice are one blob) and return their SHA-256."""
+    """Store bytes (idempotent: the same bytes twice are one blob) and return their SHA-256.
+
+    Bytes dropped by the retention setting come back with any new upload of them, whoever uploaded them
+    first: a new job never depends on another job's (or tenant's) history. The upsert locks the row, and
+    drop_blob takes the same lock before deciding, so a drop and a new upload cannot interleave.
+    """
     sha256 = sha256_hex(data)
-    if settings.blob_store == "dir":
+    store = settings.blob_store
+    values = {"sha256": sha256, "size": len(data), "data": data if store == "db" else None, "store": store}
+    insert = (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(Blob).values(
+        **values
+    )
+    # Concurrent uploads of the same bytes must not fail each other; only a dropped row is brought back.
+    session.execute(
+        insert.on_conflict_do_update(
+            index_elements=["sha256"],
+            set_={"data": insert.excluded.data, "store": insert.excluded.store},
+            where=Blob.store == "dropped",
+        )
+    )
+    if store == "dir":  # written after the row lock is held: a concurrent drop finishes first or waits
         path = _blob_path(settings, sha256)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
                 tmp.write(data)
             os.replace(tmp.name, path)
-        values = {"sha256": sha256, "size": len(data), "data": None, "store": "dir"}
-    else:
-        values = {"sha256": sha256, "size": len(data), "data": data, "store": "db"}
-    insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    # ON CONFLICT DO NOTHING: concurrent uploads of the same bytes must not fail each other.
-    session.execute(insert(Blob).values(**values).on_conflict_do_nothing(index_elements=["sha256"]))
     return sha256
 
 
@@ -61,9 +73,15 @@ def get_blob(session: Session, settings: Settings, sha256: str) -> bytes | None:
     return None
 
 
+def lock_blob(session: Session, sha256: str) -> Blob | None:
+    """Take the blob row's lock (put_blob's upsert takes it too) before deciding to drop its bytes."""
+    return session.execute(select(Blob).where(Blob.sha256 == sha256).with_for_update()).scalar_one_or_none()
+
+
 def drop_blob(session: Session, settings: Settings, sha256: str) -> None:
-    """Forget the original bytes (retention setting), keeping the row so the checksum stays known."""
-    blob = session.get(Blob, sha256)
+    """Forget the original bytes (retention setting), keeping the row so the checksum stays known.
+    Call lock_blob first, then check nobody still needs the bytes, then drop."""
+    blob = lock_blob(session, sha256)
     if blob is None:
         return
     if blob.store == "dir":

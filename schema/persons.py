@@ -47,6 +47,14 @@ def parse_person_id(text: str) -> PersonId:
     return PersonId(name, namespace)
 
 
+def assignable_person_id(text: str) -> PersonId:
+    """A person id faces may be assigned to (`all` names every person and cannot be)."""
+    pid = parse_person_id(text)
+    if pid.name == ALL:
+        raise FacequeueError(ErrorCode.INVALID_PERSON_ID, "'all' names every person; it cannot be assigned")
+    return pid
+
+
 def _get_or_create(session: Session, model: type, values: dict, keys: list[str]) -> int:
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
     session.execute(insert(model).values(**values).on_conflict_do_nothing(index_elements=keys))
@@ -81,11 +89,7 @@ def set_person(session: Session, tenant_id: int, face_uids: list[str], person: s
     owned_faces(session, tenant_id, face_uids)
     person_row_id = None
     if person.strip():
-        pid = parse_person_id(person)
-        if pid.name == ALL:
-            raise FacequeueError(
-                ErrorCode.INVALID_PERSON_ID, "'all' names every person; it cannot be assigned"
-            )
+        pid = assignable_person_id(person)
         if pid.name == RANDOM:
             pid = PersonId(f"random {uuid.uuid4().hex[:12]}", pid.namespace)
         ns = namespace_id(session, tenant_id, pid.namespace, create=True)

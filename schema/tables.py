@@ -182,6 +182,7 @@ class Face(Base):
     image: Mapped[Image] = relationship(back_populates="faces")
     person: Mapped[Person | None] = relationship(lazy="joined")
     embeddings: Mapped[list[Embedding]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    crop: Mapped[FaceCrop | None] = relationship(cascade="all, delete-orphan", lazy="select")
 
 
 class Embedding(Base):
@@ -192,6 +193,20 @@ class Embedding(Base):
     face_uid: Mapped[str] = mapped_column(ForeignKey("faces.uid", ondelete="CASCADE"), primary_key=True)
     model_id: Mapped[str] = mapped_column(String(60), primary_key=True)
     vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+
+
+class FaceCrop(Base):
+    """The face and its surroundings cut at processing time, so face images and transforms never decode the
+    original again. Crop pixel = (image pixel - (left, top)) * scale."""
+
+    __tablename__ = "face_crops"
+
+    face_uid: Mapped[str] = mapped_column(ForeignKey("faces.uid", ondelete="CASCADE"), primary_key=True)
+    jpeg: Mapped[bytes] = mapped_column(LargeBinary)
+    left: Mapped[float] = mapped_column(Float)
+    top: Mapped[float] = mapped_column(Float)
+    scale: Mapped[float] = mapped_column(Float)
+    landmarks5: Mapped[list] = mapped_column(JSON)  # the detector's 5 points in crop pixels, [[x, y], ...]
 
 
 class RecognizeJob(Base):

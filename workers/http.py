@@ -21,17 +21,78 @@ MAX_REDIRECTS = 5
 USER_AGENT = "facequeue/0.1 (+self-hosted face analysis)"
 
 
+# The allow-list. IPv4: what Python calls global, less multicast and IANA blocks it still calls global
+# (192.0.0.0/24 protocol assignments, 192.88.99.0/24 the 6to4 relay anycast). IPv6: global unicast
+# 2000::/3 only, less the special-purpose blocks inside it; forms that carry an IPv4 address are judged by
+# that address.
+IPV4_NOT_FETCHABLE = tuple(ipaddress.ip_network(n) for n in ("192.0.0.0/24", "192.88.99.0/24"))
+IPV6_GLOBAL_UNICAST = ipaddress.ip_network("2000::/3")
+IPV6_NOT_FETCHABLE = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "2001::/23",  # IETF protocol assignments (Teredo, 2001::/32, is judged by its IPv4 addresses first)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation
+        "2620:4f:8000::/48",  # AS112 direct delegation
+    )
+)
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: last 32 bits are the IPv4 address
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: a site's own translator, never global
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries or translates to (mapped, compatible, 6to4, Teredo server
+    and client, well-known NAT64); empty for a plain IPv6 address."""
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address in NAT64_WELL_KNOWN or address in IPV4_COMPATIBLE:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    return []
+
+
+def address_problem(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> str | None:
+    """Why the address may not be fetched, or None: the one policy for image URLs, redirects, callbacks."""
+    if isinstance(address, ipaddress.IPv4Address):
+        if not address.is_global or address.is_multicast or any(address in n for n in IPV4_NOT_FETCHABLE):
+            return "not a public address"
+        return None
+    if address in NAT64_LOCAL_USE:
+        return "a local-use NAT64 address"
+    if address.scope_id:
+        return "a scoped address"
+    carried = embedded_ipv4(address)
+    for ipv4 in carried:
+        if (problem := address_problem(ipv4)) is not None:
+            return f"carries {ipv4}, {problem}"
+    if address in IPV4_COMPATIBLE:
+        return "an IPv4-compatible address (deprecated)"
+    if carried:
+        return None  # mapped, NAT64, 6to4, Teredo: judged by the IPv4 addresses they reach
+    if address not in IPV6_GLOBAL_UNICAST or any(address in n for n in IPV6_NOT_FETCHABLE):
+        return "not a global unicast address"
+    return None
+
+
 def check_address(
     address: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str, settings: Settings
 ) -> None:
-    """URL_FORBIDDEN unless the address is public or in FACEQUEUE_URL_ALLOWED_NETWORKS."""
+    """URL_FORBIDDEN unless the address is global unicast (`address_problem`) or in
+    FACEQUEUE_URL_ALLOWED_NETWORKS (closed networks, tests)."""
     allowed = [ipaddress.ip_network(n.strip()) for n in settings.url_allowed_networks.split(",") if n.strip()]
-    if any(address in net for net in allowed):
+    candidates = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        candidates += embedded_ipv4(address)
+    if any(candidate in net for candidate in candidates for net in allowed):
         return
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
-    if not address.is_global or address.is_multicast:
-        raise FacequeueError(ErrorCode.URL_FORBIDDEN, f"{host} is {address}, which is not public")
+    if (problem := address_problem(address)) is not None:
+        raise FacequeueError(ErrorCode.URL_FORBIDDEN, f"{host} is {address}, {problem}")
 
 
 def check_url(url: str, field: str = "the URL") -> tuple[str, str, int]:

@@ -14,11 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from schema.db import session_scope
-from schema.errors import ErrorCode, JobStatus
+from schema.db import is_outage, session_scope
+from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.tables import Image, RecognizeJob, utcnow
 
 log = logging.getLogger(__name__)
@@ -121,3 +124,18 @@ def release(session: Session, model: Job, uid: str, attempt: int) -> None:
         .where(model.uid == uid, model.status == JobStatus.PROCESSING, model.attempts == attempt)
         .values(status=JobStatus.QUEUED, lease_until=None, updated_at=utcnow())
     )
+
+
+# Faults of the environment, not of the job: the database away (schema.db.is_outage), the broker, the
+# network, a disk, memory.
+TRANSIENT = (BrokerError, RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, MemoryError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying could help. Everything else (a bug, a value the database refuses) fails the same
+    way again, so the job ends at once instead of being retried max_attempts times."""
+    return is_outage(exc) or isinstance(exc, TRANSIENT)
+
+
+def unexpected_error(exc: BaseException, what: str) -> FacequeueError:
+    return FacequeueError(ErrorCode.PROCESSING_FAILED, f"{what}: {type(exc).__name__}")

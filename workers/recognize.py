@@ -6,6 +6,7 @@ Targets are resolved to (face, person) rows in Postgres, the vectors of the prof
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,27 +33,53 @@ class Parameters:
     raw_threshold: float | None = None  # a distance threshold given directly, instead of an FMR
 
 
+PARAMETER_NAMES = ("max_results", "min_match_score", "fmr", "threshold")
+THRESHOLD_RANGE = (-100.0, 100.0)  # cosine distances lie in [0, 2]; the fused profile's are z-scores
+
+
+def _number(key: str, value: str, kind: type) -> float:
+    try:
+        number = kind(value)
+    except ValueError as exc:
+        raise FacequeueError(
+            ErrorCode.INVALID_REQUEST, f"recognition parameter {key} must be a number, not {value[:40]!r}"
+        ) from exc
+    if not math.isfinite(number):  # "nan", "inf", "1e999": refused here, never stored as JSON
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, f"recognition parameter {key} must be finite")
+    return number
+
+
 def parse_parameters(text: str | None, default_fmr: float) -> Parameters:
-    """`min_match_score:0.6,max_results:5,fmr:1e-4` (or `threshold:<distance>`)."""
+    """`min_match_score:0.6,max_results:5,fmr:1e-4` (or `threshold:<distance>`); anything else is refused:
+    unknown names, repeated names, non-finite numbers and values out of range (INVALID_REQUEST)."""
     values: dict[str, str] = {}
     for item in (text or "").replace(";", ",").split(","):
-        if item.strip():
-            key, _, value = item.partition(":")
-            values[key.strip().lower()] = value.strip()
-    try:
-        params = Parameters(
-            max_results=int(values.get("max_results", 10)),
-            min_match_score=float(values.get("min_match_score", 0.0)),
-            fmr=float(values.get("fmr", default_fmr)),
-            raw_threshold=float(values["threshold"]) if "threshold" in values else None,
-        )
-    except ValueError as exc:
-        raise FacequeueError(ErrorCode.INVALID_REQUEST, f"bad recognition parameters {text!r}") from exc
-    if params.fmr not in FMR_CHOICES or not 1 <= params.max_results <= 1000:
-        raise FacequeueError(
-            ErrorCode.INVALID_REQUEST, f"fmr must be one of {FMR_CHOICES}; max_results 1..1000"
-        )
-    return params
+        if not item.strip():
+            continue
+        key, colon, value = item.partition(":")
+        key = key.strip().lower()
+        if key not in PARAMETER_NAMES or not colon:
+            raise FacequeueError(
+                ErrorCode.INVALID_REQUEST,
+                f"unknown recognition parameter {item.strip()[:40]!r}; "
+                f"use name:value with names {', '.join(PARAMETER_NAMES)}",
+            )
+        if key in values:
+            raise FacequeueError(ErrorCode.INVALID_REQUEST, f"recognition parameter {key} given twice")
+        values[key] = value.strip()
+    max_results = _number("max_results", values.get("max_results", "10"), int)
+    min_match_score = _number("min_match_score", values.get("min_match_score", "0"), float)
+    fmr = _number("fmr", values["fmr"], float) if "fmr" in values else default_fmr
+    threshold = _number("threshold", values["threshold"], float) if "threshold" in values else None
+    if not 1 <= max_results <= 1000:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, "max_results must be 1..1000")
+    if not 0 <= min_match_score <= 1:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, "min_match_score is a confidence in [0, 1]")
+    if fmr not in FMR_CHOICES:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, f"fmr must be one of {FMR_CHOICES}")
+    if threshold is not None and not THRESHOLD_RANGE[0] <= threshold <= THRESHOLD_RANGE[1]:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, f"threshold must be within {THRESHOLD_RANGE}")
+    return Parameters(int(max_results), float(min_match_score), float(fmr), threshold)
 
 
 @dataclass

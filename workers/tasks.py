@@ -7,7 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,15 +17,16 @@ from sqlalchemy import delete, select
 from facequeue.settings import Settings, get_settings
 from schema import wire
 from schema.batches import batch_summary, claim_drain_callback
-from schema.blobs import drop_blob, get_blob, put_blob
+from schema.blobs import drop_blob, get_blob, lock_blob, put_blob
 from schema.db import is_outage, retry_outage, session_scope
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.flags import parse_flags
 from schema.persons import set_person
-from schema.tables import Batch, Embedding, Face, Image, RecognizeJob, utcnow
+from schema.tables import Batch, Embedding, Face, FaceCrop, Image, RecognizeJob, utcnow
 from workers import callbacks, jobs, notify
 from workers.celery_app import app, enqueue_batch_callback, enqueue_callback, enqueue_recognize
 from workers.http import download, post_json
+from workers.pipeline.crops import Crop, make_crop
 from workers.pipeline.decode import DecodedImage, decode_image
 from workers.pipeline.types import FaceAnalysis
 
@@ -66,9 +67,9 @@ def face_uid(image_uid: str, index: int) -> str:
     return str(uuid.uuid5(uuid.UUID(image_uid), f"face-{index}"))
 
 
-def _face_rows(image: Image, faces: list[FaceAnalysis]) -> list[Face]:
+def _face_rows(image: Image, faces: list[FaceAnalysis], crops: list[Crop]) -> list[Face]:
     rows = []
-    for index, face in enumerate(faces):
+    for index, (face, crop) in enumerate(zip(faces, crops, strict=True)):
         x1, y1, x2, y2 = (float(v) for v in face.box)
         uid = face_uid(image.uid, index)
         rows.append(
@@ -95,6 +96,14 @@ def _face_rows(image: Image, faces: list[FaceAnalysis]) -> list[Face]:
                     Embedding(face_uid=uid, model_id=model_id, vector=np.asarray(vec, dtype="<f4").tobytes())
                     for model_id, vec in face.embeddings.items()
                 ],
+                crop=FaceCrop(
+                    face_uid=uid,
+                    jpeg=crop.jpeg,
+                    left=crop.left,
+                    top=crop.top,
+                    scale=crop.scale,
+                    landmarks5=np.round(crop.landmarks5, 2).tolist(),
+                ),
             )
         )
     return rows
@@ -131,10 +140,12 @@ def run_job(
 ) -> str:
     """The life of every job: claim it, work outside any transaction, then write the outcome if still ours.
 
-    `work(job, settings)` returns an outcome; a FacequeueError becomes the job's error; anything else is a
-    bug or a passing fault: the job goes back to the queue and the task retries with backoff, until
-    max_attempts turns it into PROCESSING_FAILED. `store(session, job, outcome, error)` writes the result
-    and returns what to do once it is committed (enqueue follow-ups).
+    `work(job, settings)` returns an outcome; a FacequeueError becomes the job's error. Anything else is
+    either a transient fault (jobs.is_transient: database, broker, network): the job goes back to the queue
+    and the task retries with backoff, until max_attempts turns it into PROCESSING_FAILED; or deterministic
+    (a bug, bad input found late): the job ends at once with PROCESSING_FAILED, since a retry would fail the
+    same way. `store(session, job, outcome, error)` writes the result and returns what to do once it is
+    committed (enqueue follow-ups); a result the database refuses ends the job the same way.
 
     A database outage is retried at once with backoff: the claim by retrying the task; the work by
     retrying the task with `resume` (our lease and attempt number are kept, no attempt is spent); the
@@ -166,11 +177,16 @@ def run_job(
                     exc=exc, countdown=outage_countdown(task), kwargs={"resume": attempt}
                 ) from exc
             log.exception("%s %s attempt %d failed", task.name, uid, attempt)
-            with session_scope() as session:
-                jobs.release(session, model, uid, attempt)
-            raise task.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
+            if not jobs.is_transient(exc):  # the same input would fail the same way: end it now
+                error = jobs.unexpected_error(exc, "processing failed")
+            else:
+                with session_scope() as session:
+                    jobs.release(session, model, uid, attempt)
+                raise task.retry(exc=exc, countdown=min(60, 2**attempt)) from exc
 
-    def write() -> tuple[str, list[Callable[[], None]]]:
+    def write(
+        outcome: Any = outcome, error: FacequeueError | None = error
+    ) -> tuple[str, list[Callable[[], None]]]:
         with session_scope() as session:
             job = jobs.lock_if_current(session, model, uid, attempt)
             if job is None:
@@ -180,7 +196,15 @@ def run_job(
 
     try:
         with jobs.renewing_lease(model, uid, attempt, settings.job_lease_s):
-            status, after_commit = retry_outage(write, settings.job_lease_s)
+            try:
+                status, after_commit = retry_outage(write, settings.job_lease_s)
+            except Exception as exc:
+                if jobs.is_transient(exc):
+                    raise
+                # The outcome itself cannot be stored (a value the database refuses): that will not change.
+                log.exception("%s %s attempt %d: the result could not be stored", task.name, uid, attempt)
+                failed = jobs.unexpected_error(exc, "the result could not be stored")
+                status, after_commit = retry_outage(lambda: write(None, failed), settings.job_lease_s)
     except Exception as exc:
         if is_outage(exc):
             raise task.retry(exc=exc, countdown=outage_countdown(task), kwargs={"resume": attempt}) from exc
@@ -205,6 +229,7 @@ class ImageOutcome:
     checks: list[str] | None
     timings: dict[str, float]
     nsfw: dict | None = None
+    crops: list[Crop] = field(default_factory=list)
 
 
 def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
@@ -227,7 +252,10 @@ def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
         start = time.perf_counter()
         nsfw = nsfw_for(decoded.rgb, settings)
         timings["nsfw"] = time.perf_counter() - start
-    return ImageOutcome(len(data), decoded, faces, checks, timings, nsfw)
+    start = time.perf_counter()
+    crops = [make_crop(decoded.rgb, face.box, face.landmarks5) for face in faces]
+    timings["crops"] = time.perf_counter() - start
+    return ImageOutcome(len(data), decoded, faces, checks, timings, nsfw, crops)
 
 
 def store_image(
@@ -238,7 +266,7 @@ def store_image(
         jobs.finish(image, error.code, error.message)
     else:
         session.execute(delete(Face).where(Face.image_uid == image.uid))
-        session.add_all(_face_rows(image, outcome.faces))
+        session.add_all(_face_rows(image, outcome.faces, outcome.crops))
         image.format, image.width, image.height = (
             outcome.decoded.format,
             outcome.decoded.width,
@@ -253,7 +281,12 @@ def store_image(
         if follow_up := _apply_upload_options(session, image):
             after_commit.append(lambda: enqueue_recognize(follow_up))
     settings = get_settings()
-    if not settings.keep_originals and image.sha256 and not _still_needed(session, image):
+    if (
+        not settings.keep_originals
+        and image.sha256
+        and lock_blob(session, image.sha256) is not None  # before the check: see put_blob
+        and not _still_needed(session, image)
+    ):
         drop_blob(session, settings, image.sha256)
     if image.options.get("callback_url"):
         callbacks.make_due(image)  # committed with the result: the outbox entry
