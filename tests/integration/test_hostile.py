@@ -24,7 +24,7 @@ from tests.integration.conftest import HOME, ROOT, wait_for
 from tests.photos import astronaut, encode
 
 NUL, SURROGATE = "a\x00b", "a\ud800b"
-EXAMPLES_PER_OPERATION = 6  # × 2 modes × every operation: a bounded run (the budget is ≤ 60 s)
+EXAMPLES_PER_OPERATION = 5  # × 2 modes × every operation: a bounded run (the budget is ≤ 60 s)
 FACE = encode(astronaut())
 
 
@@ -203,9 +203,9 @@ def test_upload_time_targets_checked_like_recognize(client, api_key, other_key):
     def upload(**options):  # type: ignore[no-untyped-def]
         return client.post("/v2/media", json={"file_base64": b64(FACE), **options}, headers=headers)
 
-    refused(upload(recognize_targets=["not a uuid"]), ErrorCode.NOT_FOUND)
-    refused(upload(recognize_targets=["bad!name@ns"]), ErrorCode.INVALID_PERSON_ID)
-    refused(upload(recognize_targets=[str(uuid.uuid4())]), ErrorCode.NOT_FOUND)
+    refused(upload(recognize_targets=["not a uuid"]), ErrorCode.INVALID_TARGET)
+    refused(upload(recognize_targets=["bad!name@ns"]), ErrorCode.INVALID_TARGET)
+    refused(upload(recognize_targets=[str(uuid.uuid4())]), ErrorCode.INVALID_TARGET)
     refused(upload(recognize_targets=["all@x"] * 1001))
     refused(upload(set_person_id="all@x"), ErrorCode.INVALID_PERSON_ID)
     many = {"faces_uuids": [FACE_UID] * 101, "targets": ["all@x"]}
@@ -461,7 +461,7 @@ def test_generated_corpus_never_5xx(client, api_key):  # type: ignore[no-untyped
         f"{elapsed:.1f}s, {counts['5xx']} 5xx"
     )
     assert not failures, "\n".join(failures[:20])
-    assert counts["cases"] >= 150
+    assert counts["cases"] >= 120
 
 
 def test_retention_never_breaks_another_tenant(client, api_key, other_key, workers):  # type: ignore[no-untyped-def]
