@@ -29,12 +29,17 @@ def make_crop(rgb: np.ndarray, box: np.ndarray, landmarks5: np.ndarray) -> Crop:
     left, top = max(0, int(x1 - CROP_MARGIN * w)), max(0, int(y1 - CROP_MARGIN * h))
     right = min(rgb.shape[1], int(np.ceil(x2 + CROP_MARGIN * w)))
     bottom = min(rgb.shape[0], int(np.ceil(y2 + CROP_MARGIN * h)))
-    image = Image.fromarray(rgb[top : max(bottom, top + 1), left : max(right, left + 1)])
-    scale = min(1.0, CROP_MAX_SIDE / max(image.size))
+    region = rgb[top : max(bottom, top + 1), left : max(right, left + 1)]
+    width, height = region.shape[1], region.shape[0]
+    # A big face is first thinned by an integer step (a view: no copy of megapixels), leaving at most a
+    # 2× Lanczos reduction to do; the cost per face stays a few milliseconds on a 17 Mpx photo.
+    step = max(1, max(width, height) // (2 * CROP_MAX_SIDE))
+    image = Image.fromarray(np.ascontiguousarray(region[::step, ::step]))
+    scale = min(1.0, CROP_MAX_SIDE / max(width, height))
     if scale < 1.0:
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        scale = size[0] / image.width  # the scale actually applied (x; y differs by < 1 px)
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        scale = size[0] / width  # the scale actually applied (x; y differs by < 1 px)
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=CROP_QUALITY)
     points = (np.asarray(landmarks5, np.float64) - (left, top)) * scale
