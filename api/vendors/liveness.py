@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Db, authenticate
@@ -30,6 +30,7 @@ from api.wait import create_and_wait
 from facequeue.settings import get_settings
 from schema import wire
 from schema.errors import ErrorCode, FacequeueError, JobStatus
+from schema.inputs import Base64, Short, WireModel
 from schema.tables import Face, Image
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,9 @@ FIELDS = [
 ]
 
 
-class DetectRequest(BaseModel):
-    sessionId: str | None = None
-    faceImageBase: str | None = None
+class DetectRequest(WireModel):  # schema.inputs: the wire check every request body gets
+    sessionId: Short | None = None
+    faceImageBase: Base64 | None = None
     returnFaceImage: bool = False
 
 
