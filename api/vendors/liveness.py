@@ -227,7 +227,7 @@ async def detect(
             )
         answer = await run_in_threadpool(image_answer, image)
         if body.returnFaceImage:
-            crop = await run_in_threadpool(face_crop, session, image.faces[0], False, 224)
+            crop = await run_in_threadpool(face_crop, image.faces[0], False, 224)
             encoded = base64.b64encode(jpeg(crop)).decode()
             answer["face"]["faceImageBase"] = encoded
             answer["faceImageBase"] = encoded
