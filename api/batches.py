@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
@@ -21,6 +21,7 @@ from schema.batches import (
     parse_batch_name,
 )
 from schema.errors import ErrorCode, FacequeueError
+from schema.inputs import Short, Url, WireModel
 from schema.persons import namespace_id, parse_person_id
 from schema.tables import Batch, Face, Image, Person
 from workers.celery_app import enqueue_batch_callback
@@ -31,14 +32,14 @@ MAX_PAGE = 500
 MAX_LIST = 100  # each listed batch costs three counting queries
 
 
-class BatchSettings(BaseModel):
-    api_key: str | None = None
-    callback_url: str | None = Field(None, description="POSTed the batch summary once, when the batch drains")
+class BatchSettings(WireModel):  # schema.inputs: the wire check every request body gets
+    api_key: Short | None = None
+    callback_url: Url | None = Field(None, description="POSTed the batch summary once, when the batch drains")
 
 
 class UrlManifest(UploadOptions):
-    urls: list[str] = Field(min_length=1, max_length=MAX_URLS)
-    batch_callback_url: str | None = Field(None, description="as PUT /v2/batches/{name} callback_url")
+    urls: list[Url] = Field(min_length=1, max_length=MAX_URLS)
+    batch_callback_url: Url | None = Field(None, description="as PUT /v2/batches/{name} callback_url")
 
 
 def _name(name: str) -> str:

@@ -26,8 +26,9 @@ class FakeTask:
 
     def __init__(self) -> None:
         self.retries = 0
+        self.request = type("Request", (), {"retries": 0})()
 
-    def retry(self, exc: Exception, countdown: float) -> Exception:
+    def retry(self, exc: Exception, countdown: float, **kwargs: object) -> Exception:
         self.retries += 1
         return Retry(str(exc))
 
@@ -54,6 +55,7 @@ def database(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
         session.add(Tenant(id=1, name="t"))
         session.add(Image(uid=UID, tenant_id=1))
     monkeypatch.setattr(tasks, "session_scope", scope)
+    monkeypatch.setattr(jobs, "session_scope", scope)  # the lease heartbeat
     monkeypatch.setattr(
         tasks, "get_settings", lambda: Settings(home=tmp_path, max_attempts=5, job_lease_s=60)
     )
@@ -85,11 +87,22 @@ def test_a_transient_fault_is_retried(database) -> None:  # type: ignore[no-unty
     task = FakeTask()
 
     def work(job, settings):  # type: ignore[no-untyped-def]
-        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        raise ConnectionError("connection reset by peer")  # a network fault: may pass
 
     with pytest.raises(Retry):
         tasks.run_job(task, Image, UID, work, finish_ok)
     assert state(database) == ("queued", None, 1) and task.retries == 1  # back in the queue
+
+
+def test_a_database_outage_is_retried_keeping_the_attempt(database) -> None:  # type: ignore[no-untyped-def]
+    task = FakeTask()
+
+    def work(job, settings):  # type: ignore[no-untyped-def]
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    with pytest.raises(Retry):
+        tasks.run_job(task, Image, UID, work, finish_ok)
+    assert state(database)[0] == "processing" and task.retries == 1  # resumed by the retry
 
 
 def test_a_result_the_database_refuses_ends_the_job(database) -> None:  # type: ignore[no-untyped-def]
