@@ -33,7 +33,8 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 async def check_request_strings(request: Request) -> None:
     """schema.inputs' rule for the strings that are not in a JSON body: the decoded path, path parameters,
-    query parameters and form fields (names and values; an uploaded file's name). A dependency of the whole
+    query parameters and form fields (names and values; an uploaded file's name; form values are checked for
+    characters, their lengths by the route, since a form may carry a base64 image). A dependency of the whole
     app, so every route, present and future, has it. JSON bodies are checked by schema.inputs.WireModel."""
     check_text(request.url.path, "the path")
     for name, value in request.path_params.items():
@@ -47,8 +48,8 @@ async def check_request_strings(request: Request) -> None:
             check_text(name, "a form field name")
             if isinstance(value, UploadFile):
                 check_text(value.filename or "", f"the file name of {name}")
-            else:
-                check_text(value, f"form field {name}")
+            else:  # characters only: a form may carry base64 images; lengths are the route's (and BodyLimit's)
+                check_text(value, f"form field {name}", max_length=len(value))
 
 
 def is_uuid(text: str) -> bool:
