@@ -10,7 +10,8 @@ How to use it (the api's routes do; vendor adapters must too):
   (`Filename`, `Url`, `Short`, ...) or `Annotated[str, Field(max_length=N)]`; base64 payloads use `Base64`.
 - path, query and form strings: `api.deps.check_request_strings`, a dependency of the whole app, applies
   `check_text` to each decoded value.
-- anything else user-supplied (a multipart filename, a header): call `check_text` yourself.
+- a JSON body a route parses itself: `check_json`; anything else user-supplied (a multipart filename, a
+  header): `check_text`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,15 @@ def _walk(value: Any, where: str) -> None:
     elif isinstance(value, list | tuple):
         for index, item in enumerate(value):
             _walk(item, f"{where}[{index}]")
+
+
+def check_json(data: Any, what: str = "body") -> Any:
+    """The same character check for a JSON document a route parses itself (INVALID_REQUEST); returns it."""
+    try:
+        _walk(data, "")
+    except ValueError as exc:
+        raise FacequeueError(ErrorCode.INVALID_REQUEST, f"{what}: {exc}") from None
+    return data
 
 
 class WireModel(BaseModel):

@@ -39,6 +39,7 @@ from facequeue.settings import get_settings
 from schema import wire
 from schema.erase import EXPIRING, delete_faces, delete_namespace, delete_persons
 from schema.errors import ErrorCode, FacequeueError, JobStatus
+from schema.inputs import check_json
 from schema.persons import PersonId, namespace_id, set_person
 from schema.tables import AzureEntry, Face, Image, Namespace, Person, RecognizeJob, Tenant, utcnow
 from workers.pipeline.landmark_sets import AZURE27
@@ -257,7 +258,7 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise AzureError(400, "BadArgument", "JSON parsing error.") from exc
     if not isinstance(body, dict):
         raise AzureError(400, "BadArgument", "Request body is invalid.")
-    return body
+    return check_json(body)  # schema.inputs: no control characters or lone surrogates in any string
 
 
 async def image_body(request: Request) -> tuple[bytes | None, str | None]:

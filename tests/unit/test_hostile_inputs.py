@@ -101,6 +101,9 @@ def test_every_request_body_is_a_bounded_wire_model() -> None:
         found = [s for option in schema.get("anyOf", []) for s in strings(option)]
         return found + (strings(schema["items"]) if "items" in schema else [])
 
+    # Hand-documented bodies (vendor routes that parse their own body) are checked by schema.inputs.check_json
+    # or a WireModel in the route; only the generated schemas are held to maxLength here.
+    inline = [schema for schema in inline if "title" in schema]  # generated from a model
     for name, schema in [*((name, components[name]) for name in bodies), *(("inline", s) for s in inline)]:
         for field, property_schema in schema["properties"].items():
             for string in strings(property_schema):

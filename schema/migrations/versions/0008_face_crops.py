@@ -1,14 +1,14 @@
 """face crops: the face cut at processing time, served by face images and transforms
 
 Revision ID: 0008
-Revises: 0012
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
