@@ -433,6 +433,10 @@ def test_generated_corpus_never_5xx(client, api_key):  # type: ignore[no-untyped
             elif path.startswith("/api/v1/face/"):  # the liveness API's own envelope
                 if body.get("hasError"):
                     assert isinstance(body["error"], str), label
+            elif path.startswith("/face/v1.0/"):  # Azure's own envelope and codes
+                if response.status_code >= 400 and body:
+                    assert isinstance(body["error"]["code"], str), label
+                    assert isinstance(body["error"]["message"], str), label
             elif path.startswith("/facepp/"):  # Face++'s own envelope
                 if response.status_code >= 400:
                     assert isinstance(body["error_message"], str), label
