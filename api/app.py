@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request, Security
@@ -25,10 +26,12 @@ from api import batches, faces, recognition, v1, v2
 from api.deps import check_request_strings
 from api.logs import install_redaction
 from api.vendors import azure, betaface_xml, facepp, liveness, sightcorp
+from facequeue import metrics
 from facequeue.settings import get_settings
 from schema import answers
 from schema.db import get_engine
 from schema.errors import ErrorCode, FacequeueError
+from workers.celery_app import WORKER_QUEUES
 from workers.celery_app import app as celery_app
 from workers.heartbeat import alive_workers
 
@@ -54,20 +57,49 @@ OUTAGES = (
 )
 
 
-def error_response(request: Request, code: ErrorCode, message: str | None = None) -> Response:
+def error_response(
+    request: Request, code: ErrorCode, message: str | None = None, retry_after: int | None = None
+) -> Response:
     message = message or code.message
+    metrics.API_ERRORS.labels(code.name).inc()
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     path = request.url.path
+    vendor = None
     if path.startswith(betaface_xml.PREFIX + "/"):
-        return betaface_xml.error_response(path, code, message)
-    if path.startswith(sightcorp.PREFIX):  # e.g. a GET: Sightcorp's 1200 "not a POST request"
-        return sightcorp.error_for(code, message)
-    if path.startswith(facepp.PREFIX + "/"):
-        return facepp.error_response(code, message)
-    if path.startswith(liveness.PREFIX):
-        return liveness.error_response(code, message)
+        vendor = betaface_xml.error_response(path, code, message)
+    elif path.startswith(sightcorp.PREFIX):  # e.g. a GET: Sightcorp's 1200 "not a POST request"
+        vendor = sightcorp.error_for(code, message)
+    elif path.startswith(facepp.PREFIX + "/"):
+        vendor = facepp.error_response(code, message)
+    elif path.startswith(liveness.PREFIX):
+        vendor = liveness.error_response(code, message)
+    if vendor is not None:
+        vendor.headers.update(headers or {})
+        return vendor
     if request.url.path.startswith(V1_PREFIXES):  # Betaface clients read int_response, on HTTP 200
-        return JSONResponse({"int_response": code.v1, "string_response": message})
-    return JSONResponse({"error": {"code": code.name, "message": message}}, status_code=code.http_status)
+        return JSONResponse({"int_response": code.v1, "string_response": message}, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code.name, "message": message}}, status_code=code.http_status, headers=headers
+    )
+
+
+class RequestTimer:
+    """Time every request into facequeue_request_seconds, labelled by its route template (not its path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            route = scope.get("route")
+            metrics.REQUEST_SECONDS.labels(scope["method"], getattr(route, "path", "unmatched")).observe(
+                time.perf_counter() - start
+            )
 
 
 class BodyLimit:
@@ -180,11 +212,14 @@ def create_app() -> FastAPI:
 
     # base64 inflates by 4/3; leave room for the JSON around it.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    app.add_middleware(RequestTimer)
     app.add_middleware(CatchAll)  # outermost of ours: also catches what BodyLimit lets through
+    state = metrics.CollectorRegistry(auto_describe=False)
+    state.register(metrics.StateCollector(WORKER_QUEUES))
 
     @app.exception_handler(FacequeueError)
     def on_facequeue_error(request: Request, exc: FacequeueError) -> Response:
-        return error_response(request, exc.code, exc.message)
+        return error_response(request, exc.code, exc.message, exc.retry_after)
 
     @app.exception_handler(RequestValidationError)
     def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -231,5 +266,11 @@ def create_app() -> FastAPI:
     def live() -> dict:
         """200 while this api process serves (for container liveness checks; /health is readiness)."""
         return {"api": "ok"}
+
+    @app.get("/metrics", tags=["operations"])
+    def prometheus_metrics() -> Response:
+        """Prometheus text format: this api's requests and uploads, queue depths and jobs by status."""
+        body = metrics.render(metrics.process_registry(), state)
+        return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
 
     return app

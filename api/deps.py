@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Annotated
@@ -12,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
+from api.limits import rate_limiter
 from facequeue.settings import get_settings
 from schema.db import connect, session_scope
 from schema.errors import ErrorCode, FacequeueError
@@ -64,14 +67,42 @@ def key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# key sha256 -> (looked up at, a detached copy of the tenant). Saves a query per request.
+_key_cache: dict[str, tuple[float, Tenant]] = {}
+_key_cache_lock = threading.Lock()
+
+
+def _tenant_for(session: Session, digest: str, ttl: float) -> Tenant | None:
+    now = time.monotonic()
+    cached = _key_cache.get(digest)
+    if cached is not None and now - cached[0] < ttl:
+        return cached[1]
+    api_key = session.execute(
+        select(ApiKey).where(ApiKey.key_sha256 == digest, ApiKey.revoked.is_(False))
+    ).scalar_one_or_none()
+    if api_key is None:
+        return None
+    found = api_key.tenant
+    # A plain copy, bound to no session: safe to share between requests and threads.
+    tenant = Tenant(id=found.id, name=found.name, is_admin=found.is_admin, created_at=found.created_at)
+    if ttl > 0:
+        with _key_cache_lock:
+            if len(_key_cache) > 10_000:
+                _key_cache.clear()
+            _key_cache[digest] = (now, tenant)
+    return tenant
+
+
 def authenticate(session: Session, request: Request, body_key: str | None = None) -> Tenant:
-    """The key comes as the X-API-Key header, or as api_key in the query or the body (Betaface style)."""
+    """The key comes as the X-API-Key header, or as api_key in the query or the body (Betaface style).
+
+    Every authenticated request counts against the tenant's requests/s limit (429 when over it)."""
     key = request.headers.get("x-api-key") or request.query_params.get("api_key") or body_key
     if not key:
         raise FacequeueError(ErrorCode.UNAUTHORIZED)
-    api_key = session.execute(
-        select(ApiKey).where(ApiKey.key_sha256 == key_sha256(key), ApiKey.revoked.is_(False))
-    ).scalar_one_or_none()
-    if api_key is None:
+    settings = get_settings()
+    tenant = _tenant_for(session, key_sha256(key), settings.api_key_cache_s)
+    if tenant is None:
         raise FacequeueError(ErrorCode.UNAUTHORIZED)
-    return api_key.tenant
+    rate_limiter().hit(tenant.id, settings.tenant_max_requests_per_s)
+    return tenant

@@ -11,13 +11,16 @@ import json
 import logging
 from urllib.parse import urlsplit
 
+from fastapi import BackgroundTasks
 from pydantic import Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import is_uuid
+from api.limits import queue_limiter
 from api.recognition import MAX_TARGETS, check_recognition
+from facequeue import metrics
 from facequeue.settings import Settings
 from schema.batches import ensure_batch, parse_batch_name
 from schema.blobs import put_blob, sha256_hex
@@ -28,7 +31,7 @@ from schema.inputs import FILENAME_MAX_LENGTH, Filename, Flags, Short, Url, Wire
 from schema.persons import assignable_person_id
 from schema.tables import Image, Tenant
 from workers import callbacks
-from workers.celery_app import enqueue_callback, enqueue_image
+from workers.celery_app import BULK_QUEUE, IMAGES_QUEUE, enqueue_callback, enqueue_image
 from workers.http import check_address, check_url
 
 log = logging.getLogger(__name__)
@@ -114,9 +117,14 @@ def create_image_job(
     original_filename: str | None = None,
     options: dict | None = None,
     batch: str | None = None,
+    send_later: BackgroundTasks | None = None,
 ) -> Image:
     """Exactly one of data / url. Same bytes + same flags by the same tenant returns the existing job;
-    so does the same URL + flags within one batch."""
+    so does the same URL + flags within one batch.
+
+    An upload naming a batch is bulk work: it goes to the bulk queue, which workers drain only when no
+    interactive job waits. A tenant at its queued-jobs limit of that queue gets TOO_MANY_QUEUED (429).
+    With `send_later` (a route's BackgroundTasks) the broker message is sent once the answer is out."""
     image = _new_image(
         session,
         settings,
@@ -140,7 +148,7 @@ def create_image_job(
     except IntegrityError:  # a concurrent upload of the same bytes won the race
         session.rollback()
         return _find_duplicate(session, tenant, image.dedupe_key)
-    _enqueue(image)
+    _enqueue(image, send_later)
     return image
 
 
@@ -235,6 +243,7 @@ def _new_image(
         original_filename=original_filename,
         options=options,
         batch=batch,
+        queue=BULK_QUEUE if batch else IMAGES_QUEUE,
     )
     if data is not None:
         image.format, image.width, image.height = sniff(
@@ -250,7 +259,8 @@ def _new_image(
     if image.dedupe_key is not None:
         existing = _find_duplicate(session, tenant, image.dedupe_key)
         if existing is not None:
-            return existing
+            return existing  # a repeat adds no work: answered even when the queue is full
+    queue_limiter().admit(session, tenant.id, image.queue, settings)
     if data is not None:  # a new job's bytes (brought back if the retention setting dropped them)
         put_blob(session, settings, data)
     if batch:
@@ -260,11 +270,19 @@ def _new_image(
     return image
 
 
-def _enqueue(image: Image) -> None:
+def _enqueue(image: Image, send_later: BackgroundTasks | None = None) -> None:
+    metrics.UPLOADS.labels(image.queue).inc()
+    if send_later is not None:  # after the answer: the row is committed, the reaper covers a lost send
+        send_later.add_task(_send, image.uid, image.queue)
+    else:
+        _send(image.uid, image.queue)
+
+
+def _send(uid: str, queue: str) -> None:
     try:
-        enqueue_image(image.uid)
+        enqueue_image(uid, queue)
     except Exception:  # broker away: the job is safe in the database and the reaper will send it
-        log.exception("could not enqueue image %s; the reaper will re-send it", image.uid)
+        log.exception("could not enqueue image %s; the reaper will re-send it", uid)
 
 
 def _last_segment(url: str) -> str:

@@ -5,7 +5,7 @@ Errors answer HTTP 200 with a negative int_response and string_response, as Beta
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, BackgroundTasks, Request
 
 from api import faces, recognition
 from api.deps import Db, authenticate
@@ -46,7 +46,12 @@ def _uploaded(uid: str) -> dict:
 
 def register(router: APIRouter) -> None:
     @router.post("/UploadNewImage_File")
-    def upload_file(body: UploadFileRequest, request: Request, session: Db) -> dict:
+    def upload_file(
+        body: UploadFileRequest,
+        request: Request,
+        session: Db,
+        background: BackgroundTasks = None,  # type: ignore[assignment]  # None: the XML flavour calls us
+    ) -> dict:
         tenant = authenticate(session, request, body.api_key)
         image = create_image_job(
             session,
@@ -57,11 +62,17 @@ def register(router: APIRouter) -> None:
             original_filename=body.original_filename,
             options=body.options(),
             batch=body.batch,
+            send_later=background,
         )
         return _uploaded(image.uid)
 
     @router.post("/UploadNewImage_Url")
-    def upload_url(body: UploadUrlRequest, request: Request, session: Db) -> dict:
+    def upload_url(
+        body: UploadUrlRequest,
+        request: Request,
+        session: Db,
+        background: BackgroundTasks = None,  # type: ignore[assignment]  # None: the XML flavour calls us
+    ) -> dict:
         tenant = authenticate(session, request, body.api_key)
         image = create_image_job(
             session,
@@ -72,6 +83,7 @@ def register(router: APIRouter) -> None:
             original_filename=body.original_filename,
             options=body.options(),
             batch=body.batch,
+            send_later=background,
         )
         return _uploaded(image.uid)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import func, select
@@ -65,7 +65,11 @@ async def answer_media(session: Session, image: Image, wait: float | None) -> JS
     responses={202: {"model": answers.MediaAccepted}, 200: {"model": answers.Media}},
 )
 async def post_media(
-    body: MediaRequest, request: Request, session: Db, wait: float | None = WAIT
+    body: MediaRequest,
+    request: Request,
+    session: Db,
+    background: BackgroundTasks,
+    wait: float | None = WAIT,
 ) -> JSONResponse:
     def create() -> Image:
         tenant = authenticate(session, request, body.api_key)
@@ -86,6 +90,7 @@ async def post_media(
             original_filename=body.original_filename,
             options=body.options(),
             batch=body.batch,
+            send_later=None if wait else background,  # a waiting request needs its message sent now
         )
 
     return await answer_media(session, await run_in_threadpool(create), wait)
@@ -99,6 +104,7 @@ async def post_media(
 async def post_media_file(
     request: Request,
     session: Db,
+    background: BackgroundTasks,
     form: Annotated[UploadOptions, Form()],
     file: UploadFile = File(...),
     wait: float | None = WAIT,
@@ -123,6 +129,7 @@ async def post_media_file(
             original_filename=form.original_filename or file.filename,
             options=form.options(),
             batch=form.batch,
+            send_later=None if wait else background,  # a waiting request needs its message sent now
         )
 
     return await answer_media(session, await run_in_threadpool(create), wait)

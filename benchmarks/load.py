@@ -6,13 +6,21 @@ alternating) and polls it once. Prints throughput and p50/p99 latency; the peer 
 `GET /health`, the cheapest request that touches both Postgres and Redis.
 
     .venv/bin/python benchmarks/load.py --clients 8 --seconds 20 --api-workers 2
+
+`--profile FILE` runs the api under py-spy (all api processes, collapsed stacks written to FILE) and
+prints the functions where the api processes spent their samples.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import collections
+import contextlib
 import os
+import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -66,11 +74,55 @@ def run_clients(base: str, key: str, clients: int, seconds: float, action, rate:
     return latencies, errors
 
 
-def report(name: str, latencies: list[float], errors: int, seconds: float) -> float:
+def process_cpu_s(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and its descendants (Linux /proc).
+
+    Unlike latency it hardly depends on what else runs on the host, so it compares runs made at
+    different load averages."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    family, grown = {root}, True
+    while grown:
+        grown = False
+        for pid, parent in parents.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grown = True
+    return sum(cpu.get(pid, 0.0) for pid in family)
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    """Samples per function (inclusive), from py-spy's collapsed stacks, request-handling threads only."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if not any("_run_sync_endpoint" in f or "uvicorn/protocols" in f or "run_asgi" in f for f in frames):
+            continue  # start-up and imports; on-CPU samples only (py-spy without --idle)
+        total += int(count)
+        for frame in set(frames):
+            inclusive[frame.split(" (")[0] + " " + frame.split("/")[-1].rstrip(")")] += int(count)
+    print(f"py-spy: {total} on-CPU samples serving requests; inclusive share of the top functions:")
+    for frame, count in inclusive.most_common(top + 12)[12:]:  # the first are process and thread roots
+        print(f"  {100 * count / total:5.1f} %  {frame}")
+
+
+def report(name: str, latencies: list[float], errors: int, seconds: float, cpu_s: float) -> float:
     p99 = percentile(latencies, 0.99)
     print(
         f"{name:<26} {len(latencies) / seconds:8.1f} req/s   p50 {percentile(latencies, 0.5):6.2f} ms   "
-        f"p99 {p99:6.2f} ms   mean {statistics.mean(latencies) * 1000:6.2f} ms   errors {errors}"
+        f"p99 {p99:6.2f} ms   mean {statistics.mean(latencies) * 1000:6.2f} ms   errors {errors}   "
+        f"api CPU {1000 * cpu_s / max(1, len(latencies)):5.2f} ms/req"
     )
     return p99
 
@@ -89,6 +141,7 @@ def main() -> None:
     )
     parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    parser.add_argument("--profile", type=Path, help="record the api with py-spy into this file (collapsed)")
     args = parser.parse_args()
 
     db_name = f"facequeue_load_{uuid.uuid4().hex[:8]}"
@@ -114,9 +167,27 @@ def main() -> None:
             .stdout.strip()
             .splitlines()[-1]
         )
-        port = 8790
+        with socket.socket() as probe:  # a free port: other runs may be going on on this host
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        profiler = (
+            [
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--subprocesses",
+                "--idle",
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+            ]
+            + ["-o", str(args.profile), "--"]
+            if args.profile
+            else []
+        )
         api = subprocess.Popen(
             [
+                *profiler,
                 *facequeue,
                 "api",
                 "--host",
@@ -129,6 +200,7 @@ def main() -> None:
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own group: the uvicorn worker processes are stopped with it
         )
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -161,18 +233,21 @@ def main() -> None:
             return http.get(f"/v2/media/{uid}").status_code == 200
 
         def health(http: httpx.Client, index: int, n: int) -> bool:
-            return http.get("/health").status_code == 200
+            # No worker runs here, so /health answers 503 for "workers: 0"; database and broker must be ok.
+            body = http.get("/health").json()
+            return body.get("database") == "ok" and body.get("broker") == "ok"
 
         print(
             f"{args.clients} clients, {args.seconds:.0f} s each phase, api workers {args.api_workers}, "
-            f"image {len(photo)} bytes, blob store {args.blob_store}"
+            f"image {len(photo)} bytes, blob store {args.blob_store}; load average "
+            f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
         run_clients(base, key, 2, 2, health)  # warm-up
 
         def phase(name: str, action, rate: float = 0) -> float:  # type: ignore[no-untyped-def]
-            return report(
-                name, *run_clients(base, key, args.clients, args.seconds, action, rate), args.seconds
-            )
+            cpu = process_cpu_s(api.pid)
+            latencies, errors = run_clients(base, key, args.clients, args.seconds, action, rate)
+            return report(name, latencies, errors, args.seconds, process_cpu_s(api.pid) - cpu)
 
         phase("enqueue, closed loop", upload)
         peer = phase(f"peer: /health at {args.rate:.0f}/s", health, args.rate)
@@ -184,8 +259,17 @@ def main() -> None:
         )
     finally:
         if api is not None:
-            api.terminate()
-            api.wait(timeout=20)
+            if args.profile:
+                api.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT and stops the api
+            else:
+                api.terminate()
+            try:
+                api.wait(timeout=60)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(api.pid, signal.SIGKILL)
+            if args.profile:
+                print_profile(args.profile)
         import redis
 
         redis.Redis.from_url(args.redis).flushdb()

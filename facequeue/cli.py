@@ -80,10 +80,15 @@ def build_int8(settings, folder: str | None) -> None:  # type: ignore[no-untyped
 def cmd_api(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from facequeue.metrics import enable_multiprocess
+
+    enable_multiprocess("api", get_settings().metrics_dir)  # before uvicorn starts its worker processes
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
 
 
 def worker_command(extra: list[str]) -> list[str]:
+    from workers.celery_app import WORKER_QUEUES
+
     return [
         sys.executable,
         "-m",
@@ -92,7 +97,7 @@ def worker_command(extra: list[str]) -> list[str]:
         "workers.celery_app",
         "worker",
         "-Q",
-        "images,recognize,callbacks",
+        ",".join(WORKER_QUEUES),  # this order is the preference order (interactive first, bulk last)
         "--loglevel",
         "INFO",
         # Gossip and mingle only share state between workers, which ours never need; gossip's restart

@@ -20,7 +20,7 @@ class Settings(BaseSettings):
 
     # Where the embedded default keeps its SQLite file, broker, blobs and model cache.
     home: Path = Field(default_factory=_default_home)
-    # Production: postgresql+psycopg2://... and redis://... ; empty = embedded default under `home`.
+    # Production: postgresql+psycopg://... (psycopg 3; psycopg2 works too) and redis://... ; empty = embedded default under `home`.
     database_url: str = Field("", validation_alias="DATABASE_URL")
     broker_url: str = Field("", validation_alias="BROKER_URL")
 
@@ -80,6 +80,24 @@ class Settings(BaseSettings):
     sync_wait_s: float = 30.0
     # Without Redis (embedded SQLite): how often the api's one shared watcher looks for commits.
     wait_check_interval_s: float = 0.05
+
+    # Admission control, per tenant (0 = no limit). Over a limit the api answers 429 with Retry-After.
+    tenant_max_queued: int = 10_000  # queued image jobs (interactive + bulk) a tenant may have waiting
+    tenant_max_requests_per_s: int = 500  # authenticated requests per second (Redis window when on Redis)
+    queue_full_retry_after_s: int = 5  # Retry-After answered when the queue limit is reached
+    api_key_cache_s: float = 5.0  # the api caches key -> tenant this long (a revoked key lives on this long)
+
+    # Micro-batching: a worker takes up to batch_max_jobs queued image jobs of one queue at once, waiting at
+    # most batch_wait_ms for more to arrive, and runs them through the pipeline as one batch. 1 = off, the
+    # default: on CPU it measured no faster and made interactive jobs wait behind whole batches
+    # (benchmarks/RESULTS.md); raise it for a GPU worker, whose throughput grows with the batch.
+    batch_max_jobs: int = 1
+    batch_wait_ms: int = 20
+
+    # Metrics: each worker serves Prometheus /metrics on this port (0 = off); api and worker processes
+    # share their counters through files in metrics_dir (default: a fresh temporary folder per launch).
+    worker_metrics_port: int = 9808
+    metrics_dir: Path | None = None
 
     # quality_checks thresholds, overriding workers.pipeline.quality_checks.QualityThresholds defaults,
     # e.g. FACEQUEUE_QUALITY_THRESHOLDS='{"min_face_px": 100, "max_yaw": 20}'.

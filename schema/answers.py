@@ -247,6 +247,7 @@ ERRORS: dict[int | str, dict] = {
         413: "IMAGE_TOO_LARGE, IMAGE_TOO_MANY_PIXELS, URL_TOO_LARGE",
         415: "NOT_AN_IMAGE",
         422: "INVALID_REQUEST: malformed JSON, missing fields, bad parameters",
+        429: "RATE_LIMITED, TOO_MANY_QUEUED: over the tenant's admission limits; retry after `Retry-After` s",
         500: "INTERNAL_ERROR",
         503: "SERVICE_UNAVAILABLE: the database or the broker is briefly away; retry after Retry-After",
     }.items()

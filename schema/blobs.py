@@ -29,14 +29,14 @@ def _blob_path(settings: Settings, sha256: str) -> Path:
     return root / sha256[:2] / sha256
 
 
-def put_blob(session: Session, settings: Settings, data: bytes) -> str:
+def put_blob(session: Session, settings: Settings, data: bytes, sha256: str | None = None) -> str:
     """Store bytes (idempotent: the same bytes twice are one blob) and return their SHA-256.
 
     Bytes dropped by the retention setting come back with any new upload of them, whoever uploaded them
     first: a new job never depends on another job's (or tenant's) history. The upsert locks the row, and
     drop_blob takes the same lock before deciding, so a drop and a new upload cannot interleave.
     """
-    sha256 = sha256_hex(data)
+    sha256 = sha256 or sha256_hex(data)
     store = settings.blob_store
     values = {"sha256": sha256, "size": len(data), "data": data if store == "db" else None, "store": store}
     insert = (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(Blob).values(

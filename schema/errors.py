@@ -34,6 +34,8 @@ class ErrorCode(Enum):
     CANCELLED = (-41, 409, "cancelled before processing (DELETE /v2/batches/{name})")
     NOT_AVAILABLE = (-50, 501, "feature not available in this build")
     SERVICE_UNAVAILABLE = (-60, 503, "the database or the queue is briefly unavailable; retry shortly")
+    RATE_LIMITED = (-61, 429, "too many requests per second for this api key; retry after Retry-After s")
+    TOO_MANY_QUEUED = (-62, 429, "too many jobs queued for this api key; retry after Retry-After seconds")
 
     @property
     def v1(self) -> int:
@@ -55,9 +57,10 @@ class ErrorCode(Enum):
 class FacequeueError(Exception):
     """A client-visible failure with its code; raised anywhere, rendered by api and stored by workers."""
 
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str | None = None, retry_after: int | None = None) -> None:
         self.code = code
         self.message = message or code.message
+        self.retry_after = retry_after  # seconds, answered as the Retry-After header (429s)
         super().__init__(f"{code.name}: {self.message}")
 
 

@@ -77,6 +77,9 @@ class Image(Base):
         Index("ix_images_callback_due", "callback_status", "callback_next_at"),
         # Batch counts and result pages (ordered by uid) read one tenant's batch through this index.
         Index("ix_images_tenant_batch", "tenant_id", "batch", "uid"),
+        # Admission control counts a tenant's queued jobs; micro-batching claims the oldest queued of a queue.
+        Index("ix_images_tenant_status_queue", "tenant_id", "status", "queue"),
+        Index("ix_images_status_queue_updated", "status", "queue", "updated_at"),
     )
 
     uid: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_uid)
@@ -89,6 +92,8 @@ class Image(Base):
     options: Mapped[dict] = mapped_column(JSON, default=dict)  # callback_url, set_person_id, ...
     batch: Mapped[str | None] = mapped_column(String(100), nullable=True)  # the tenant's batch name
     status: Mapped[str] = mapped_column(String(12), default="queued")
+    # The Celery queue its messages go to: "images" (interactive) or "images_bulk" (batches, manifests).
+    queue: Mapped[str] = mapped_column(String(20), default="images", server_default="images")
     error_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -6,9 +6,13 @@ from celery import Celery
 
 from facequeue.settings import get_settings
 
-IMAGES_QUEUE = "images"
+IMAGES_QUEUE = "images"  # interactive uploads
+BULK_QUEUE = "images_bulk"  # batches and URL manifests: drained when no interactive work waits
 RECOGNIZE_QUEUE = "recognize"
 CALLBACKS_QUEUE = "callbacks"
+# The order workers consume in: with the Redis transport's "priority" strategy a worker takes from the first
+# non-empty queue of this list, so bulk work only runs when nothing interactive is waiting.
+WORKER_QUEUES = (IMAGES_QUEUE, RECOGNIZE_QUEUE, CALLBACKS_QUEUE, BULK_QUEUE)
 
 
 def make_celery() -> Celery:
@@ -49,6 +53,8 @@ def make_celery() -> Celery:
             "socket_keepalive": True,
             "socket_connect_timeout": 5,
             "socket_timeout": 30,
+            # BRPOP over WORKER_QUEUES in that order (not round robin): interactive before bulk.
+            "queue_order_strategy": "priority",
         }
     return app
 
@@ -63,8 +69,14 @@ app = make_celery()
 NORMAL, CALLBACK, RESENT = 6, 3, 0
 
 
-def enqueue_image(uid: str, priority: int = NORMAL) -> None:
-    app.send_task("facequeue.process_image", args=[uid], queue=IMAGES_QUEUE, priority=priority)
+def enqueue_image(uid: str, queue: str = IMAGES_QUEUE, priority: int = NORMAL, countdown: float = 0) -> None:
+    app.send_task(
+        "facequeue.process_image",
+        args=[uid],
+        queue=queue,
+        priority=priority,
+        countdown=countdown or None,
+    )
 
 
 def enqueue_recognize(uid: str, priority: int = NORMAL) -> None:

@@ -139,3 +139,61 @@ def is_transient(exc: BaseException) -> bool:
 
 def unexpected_error(exc: BaseException, what: str) -> FacequeueError:
     return FacequeueError(ErrorCode.PROCESSING_FAILED, f"{what}: {type(exc).__name__}")
+
+
+def claim_queued(session: Session, queue: str, limit: int, lease_s: int) -> list[Image]:
+    """Claim up to `limit` of the oldest queued image jobs of a queue, for one micro-batch.
+
+    SKIP LOCKED lets concurrent workers take disjoint rows without waiting on each other (Postgres; SQLite
+    serialises writers anyway); the conditional UPDATE is the claim itself, exactly as in `claim`.
+    """
+    if limit <= 0:
+        return []
+    waiting = and_(Image.status == JobStatus.QUEUED, Image.queue == queue)
+    uids = list(
+        session.execute(
+            select(Image.uid)
+            .where(waiting)
+            .order_by(Image.updated_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    if not uids:
+        return []
+    now = utcnow()
+    claimed = list(
+        session.execute(
+            update(Image)
+            .execution_options(synchronize_session=False)
+            .where(Image.uid.in_(uids), waiting)
+            .values(
+                status=JobStatus.PROCESSING,
+                lease_until=now + timedelta(seconds=lease_s),
+                attempts=Image.attempts + 1,
+                updated_at=now,
+            )
+            .returning(Image.uid)
+        ).scalars()
+    )
+    if not claimed:
+        return []
+    return list(
+        session.execute(
+            select(Image).where(Image.uid.in_(claimed)).execution_options(populate_existing=True)
+        ).scalars()
+    )
+
+
+def renew_many(session: Session, model: Job, owned: list[tuple[str, int]], lease_s: int) -> int:
+    """Extend the leases of jobs this attempt still owns (a long micro-batch); returns how many it kept."""
+    until = utcnow() + timedelta(seconds=lease_s)
+    kept = 0
+    for uid, attempt in owned:
+        kept += session.execute(
+            update(model)
+            .execution_options(synchronize_session=False)
+            .where(model.uid == uid, model.status == JobStatus.PROCESSING, model.attempts == attempt)
+            .values(lease_until=until)
+        ).rowcount
+    return kept

@@ -26,6 +26,7 @@ from schema.errors import JobStatus
 from schema.tables import Batch, Image, RecognizeJob, utcnow
 from workers import callbacks
 from workers.celery_app import (
+    BULK_QUEUE,
     CALLBACKS_QUEUE,
     IMAGES_QUEUE,
     RECOGNIZE_QUEUE,
@@ -39,7 +40,7 @@ from workers.celery_app import (
 
 log = logging.getLogger(__name__)
 BATCH = 1000
-QUEUES = (IMAGES_QUEUE, RECOGNIZE_QUEUE, CALLBACKS_QUEUE)
+QUEUES = (IMAGES_QUEUE, BULK_QUEUE, RECOGNIZE_QUEUE, CALLBACKS_QUEUE)
 PURGE_INTERVAL_S = 600.0  # expired vendor tokens are erased within 10 minutes of expiring
 
 
@@ -69,10 +70,12 @@ def broker_depth(queue: str) -> int:
     return broker_view().depths[queue]
 
 
-def requeue_expired(model: type[Image] | type[RecognizeJob]) -> list[str]:
+def requeue_expired(model: type[Image] | type[RecognizeJob], queue: str | None = None) -> list[str]:
     """Jobs whose worker died mid-task (lease expired) go back to queued."""
     now = utcnow()
     expired = and_(model.status == JobStatus.PROCESSING, model.lease_until < now)
+    if queue is not None:
+        expired = and_(expired, model.queue == queue)
     with session_scope() as session:
         uids = list(session.execute(select(model.uid).where(expired).limit(BATCH)).scalars())
         session.execute(
@@ -84,7 +87,9 @@ def requeue_expired(model: type[Image] | type[RecognizeJob]) -> list[str]:
     return uids
 
 
-def lost_messages(model: type[Image] | type[RecognizeJob], depth: int, min_age_s: float) -> list[str]:
+def lost_messages(
+    model: type[Image] | type[RecognizeJob], depth: int, min_age_s: float, queue: str | None = None
+) -> list[str]:
     """Queued jobs whose message is gone (api died after commit, broker restarted without persistence).
 
     Only the shortfall between queued rows older than `min_age_s` and the broker's queue depth is
@@ -92,6 +97,8 @@ def lost_messages(model: type[Image] | type[RecognizeJob], depth: int, min_age_s
     """
     now = utcnow()
     old = and_(model.status == JobStatus.QUEUED, model.updated_at <= now - timedelta(seconds=min_age_s))
+    if queue is not None:  # image jobs are split over the interactive and the bulk queue
+        old = and_(old, model.queue == queue)
     with session_scope() as session:
         waiting = session.execute(select(func.count()).select_from(model).where(old)).scalar_one()
         missing = min(BATCH, waiting - depth)
@@ -141,14 +148,16 @@ def reap_once(settings: Settings, view: BrokerView, recovered: bool = False, exp
     sent = 0
     min_age = 0 if recovered else settings.requeue_queued_after_s
     jobs: list[tuple[type[Image] | type[RecognizeJob], str, Callable[[str, int], None]]] = [
-        (Image, IMAGES_QUEUE, enqueue_image),
+        (Image, IMAGES_QUEUE, lambda uid, priority: enqueue_image(uid, IMAGES_QUEUE, priority)),
+        (Image, BULK_QUEUE, lambda uid, priority: enqueue_image(uid, BULK_QUEUE, priority)),
         (RecognizeJob, RECOGNIZE_QUEUE, enqueue_recognize),
     ]
     for model, queue, enqueue in jobs:
-        uids = requeue_expired(model) if expire else []
+        per_queue = queue if model is Image else None
+        uids = requeue_expired(model, per_queue) if expire else []
         # Jobs just requeued count as queued rows only in a recovery sweep (min_age 0); their messages
         # are about to be sent, so they are not missing.
-        uids += lost_messages(model, view.depths[queue] + (len(uids) if recovered else 0), min_age)
+        uids += lost_messages(model, view.depths[queue] + (len(uids) if recovered else 0), min_age, per_queue)
         for uid in uids:
             enqueue(uid, RESENT)
         if uids:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import numpy as np
 from celery import signals
 from sqlalchemy import delete, select
 
+from facequeue import metrics
 from facequeue.settings import Settings, get_settings
 from schema import wire
 from schema.batches import batch_summary, claim_drain_callback
@@ -24,7 +29,13 @@ from schema.flags import parse_flags
 from schema.persons import set_person
 from schema.tables import Batch, Embedding, Face, FaceCrop, Image, RecognizeJob, utcnow
 from workers import callbacks, jobs, notify
-from workers.celery_app import app, enqueue_batch_callback, enqueue_callback, enqueue_recognize
+from workers.celery_app import (
+    app,
+    enqueue_batch_callback,
+    enqueue_callback,
+    enqueue_image,
+    enqueue_recognize,
+)
 from workers.http import download, post_json
 from workers.pipeline.crops import Crop, make_crop
 from workers.pipeline.decode import DecodedImage, decode_image
@@ -232,7 +243,7 @@ class ImageOutcome:
     crops: list[Crop] = field(default_factory=list)
 
 
-def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
+def load_image(image: Image, settings: Settings) -> tuple[int, DecodedImage, dict[str, float]]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
     data = _load_bytes(image.uid, settings)
@@ -240,12 +251,30 @@ def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
     start = time.perf_counter()
     decoded = decode_image(data, settings.max_upload_bytes, settings.max_image_pixels)
     timings["decode"] = time.perf_counter() - start
-    if settings.debug_task_delay_s:
+    return len(data), decoded, timings
+
+
+def _stage_times(before: dict[str, float]) -> None:
+    """Model inference time per pipeline stage since `before` (a copy of the pipeline's running totals)."""
+    from workers.pipeline.analyse import get_pipeline
+
+    for stage, total in get_pipeline().timings.items():
+        if total > before.get(stage, 0.0):
+            metrics.STAGE_SECONDS.labels(stage).observe(total - before.get(stage, 0.0))
+
+
+def analyse_image(image: Image, settings: Settings, delay: bool = True) -> ImageOutcome:
+    from workers.pipeline.analyse import get_pipeline
+
+    size, decoded, timings = load_image(image, settings)
+    if settings.debug_task_delay_s and delay:
         time.sleep(settings.debug_task_delay_s)
+    before = dict(get_pipeline(settings).timings)
     start = time.perf_counter()
     flags = parse_flags(image.detection_flags)
     faces = analyse(decoded.rgb, flags, image.options, settings)
     timings["analyse"] = time.perf_counter() - start
+    _stage_times(before)
     checks = checks_for(decoded.rgb, faces, settings) if image.options.get("quality_checks") else None
     nsfw = None
     if "nsfw" in flags:
@@ -255,7 +284,7 @@ def analyse_image(image: Image, settings: Settings) -> ImageOutcome:
     start = time.perf_counter()
     crops = [make_crop(decoded.rgb, face.box, face.landmarks5) for face in faces]
     timings["crops"] = time.perf_counter() - start
-    return ImageOutcome(len(data), decoded, faces, checks, timings, nsfw, crops)
+    return ImageOutcome(size, decoded, faces, checks, timings, nsfw, crops)
 
 
 def store_image(
@@ -293,12 +322,188 @@ def store_image(
         after_commit.append(lambda: enqueue_callback(image.uid))
     if image.batch and (drained := claim_drain_callback(session, image.tenant_id, image.batch, image.uid)):
         after_commit.append(lambda: enqueue_batch_callback(drained))
+    finished = (image.queue, image.status, error, image.created_at, image.finished_at)
+    faces = 0 if outcome is None else len(outcome.faces)
+    after_commit.append(lambda: _observe(*finished, faces))  # counted once committed
     return after_commit
 
 
 @app.task(name="facequeue.process_image", bind=True, max_retries=None)
 def process_image(self, image_uid: str, resume: int | None = None) -> str:  # type: ignore[no-untyped-def]
-    return run_job(self, Image, image_uid, analyse_image, store_image, resume)
+    if get_settings().batch_max_jobs <= 1:  # the default: one job per task
+        return run_job(self, Image, image_uid, analyse_image, store_image, resume)
+    return run_image_batch(image_uid)
+
+
+def claim_batch(uid: str, settings: Settings) -> list[Image]:
+    """This message's job, plus up to batch_max_jobs - 1 more queued jobs of the same queue.
+
+    Waits at most batch_wait_ms for a fuller batch. The extra jobs' own messages later find them claimed
+    and do nothing; should this worker die, their leases expire and the reaper re-sends them.
+    """
+    with session_scope() as session:
+        first = jobs.claim(session, Image, uid, settings.job_lease_s)
+    if first is None:
+        return []
+    batch = [first]
+    deadline = time.monotonic() + settings.batch_wait_ms / 1000
+    while len(batch) < settings.batch_max_jobs:
+        with session_scope() as session:
+            batch += jobs.claim_queued(
+                session, first.queue, settings.batch_max_jobs - len(batch), settings.job_lease_s
+            )
+        left = deadline - time.monotonic()
+        if len(batch) >= settings.batch_max_jobs or left <= 0:
+            break
+        time.sleep(min(left, max(0.005, settings.batch_wait_ms / 4000)))
+    return batch
+
+
+def analyse_batch(
+    batch: list[Image], settings: Settings
+) -> dict[str, ImageOutcome | FacequeueError | Exception]:
+    """Every job's outcome: an ImageOutcome, its FacequeueError, or an unexpected exception (to retry).
+
+    Jobs with the same flags and landmark set run through `FacePipeline.analyse_many` together; if that
+    batch fails as a whole, each of its jobs is tried alone so one bad image cannot fail the others.
+    """
+    from workers.pipeline.analyse import get_pipeline
+
+    outcomes: dict[str, ImageOutcome | FacequeueError | Exception] = {}
+    loaded: dict[tuple[frozenset[str], str], list[tuple[Image, int, DecodedImage, dict[str, float]]]] = {}
+    for image in batch:
+        if image.attempts > settings.max_attempts:
+            outcomes[image.uid] = FacequeueError(
+                ErrorCode.PROCESSING_FAILED, f"gave up after {image.attempts - 1} attempts"
+            )
+            continue
+        try:
+            flags = parse_flags(image.detection_flags)
+            size, decoded, timings = load_image(image, settings)
+        except Exception as exc:  # FacequeueError is the job's answer; anything else is retried
+            if not isinstance(exc, FacequeueError):
+                log.exception("image %s attempt %d failed to load", image.uid, image.attempts)
+            outcomes[image.uid] = exc
+            continue
+        if image.options.get("quality_checks"):
+            flags = flags | {"classifiers"}  # the pose checks need yaw and pitch
+        key = (flags, image.options.get("landmark_set") or "betaface")
+        loaded.setdefault(key, []).append((image, size, decoded, timings))
+    if settings.debug_task_delay_s:  # fault injection for durability tests
+        time.sleep(settings.debug_task_delay_s)
+    pipeline = get_pipeline(settings)
+    for (flags, landmark_set), members in loaded.items():
+        before = dict(pipeline.timings)
+        start = time.perf_counter()
+        try:
+            results = pipeline.analyse_many(
+                [decoded.rgb for _, _, decoded, _ in members], set(flags), {"landmark_set": landmark_set}
+            )
+        except Exception:
+            log.exception("micro-batch of %d failed; running its jobs one by one", len(members))
+            results = None
+        share = (time.perf_counter() - start) / len(members)  # each job's part of the batch's time
+        _stage_times(before)
+        for index, (image, size, decoded, timings) in enumerate(members):
+            if results is None:
+                try:
+                    outcomes[image.uid] = analyse_image(image, settings, delay=False)
+                except Exception as exc:
+                    if not isinstance(exc, FacequeueError):
+                        log.exception("image %s attempt %d failed", image.uid, image.attempts)
+                    outcomes[image.uid] = exc
+                continue
+            faces = results[index]
+            timings["analyse"] = share
+            checks = checks_for(decoded.rgb, faces, settings) if image.options.get("quality_checks") else None
+            try:
+                nsfw = nsfw_for(decoded.rgb, settings) if "nsfw" in flags else None
+            except Exception as exc:
+                outcomes[image.uid] = exc
+                continue
+            crops = [make_crop(decoded.rgb, face.box, face.landmarks5) for face in faces]
+            outcomes[image.uid] = ImageOutcome(size, decoded, faces, checks, timings, nsfw, crops)
+    return outcomes
+
+
+@contextmanager
+def keep_leases(batch: list[Image], settings: Settings) -> Iterator[None]:
+    """Renew the batch's leases every third of a lease while it runs: a batch takes N jobs' time, and a
+    lease that expired mid-batch would hand live work to another worker. A killed worker renews nothing."""
+    stop = threading.Event()
+    owned = [(image.uid, image.attempts) for image in batch]
+
+    def renew() -> None:
+        while not stop.wait(settings.job_lease_s / 3):
+            try:
+                with session_scope() as session:
+                    jobs.renew_many(session, Image, owned, settings.job_lease_s)
+            except Exception:  # the database briefly away: the next round tries again
+                log.warning("could not renew the leases of %d jobs", len(owned), exc_info=True)
+
+    thread = threading.Thread(target=renew, name="facequeue-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def run_image_batch(uid: str) -> str:
+    """Claim a micro-batch, analyse it outside any transaction, then write each job's outcome if still ours.
+
+    Each job keeps its own lease and attempt number (the fencing token): a job whose lease expired and was
+    taken over is not overwritten. A job that failed unexpectedly goes back to the queue with a new message
+    after a backoff, until max_attempts turns it into PROCESSING_FAILED.
+    """
+    settings = get_settings()
+    batch = claim_batch(uid, settings)
+    if not batch:
+        return "not claimable"  # done, failed, unknown, or another worker holds a live lease
+    metrics.BATCH_JOBS.labels(batch[0].queue).observe(len(batch))
+    with keep_leases(batch, settings):
+        outcomes = analyse_batch(batch, settings)
+    statuses = []
+    for image in batch:
+        outcome = outcomes[image.uid]
+        if not isinstance(outcome, ImageOutcome | FacequeueError):
+            with session_scope() as session:
+                jobs.release(session, Image, image.uid, image.attempts)
+            enqueue_image(image.uid, image.queue, countdown=min(60, 2**image.attempts))
+            statuses.append("retry")
+            continue
+        with session_scope() as session:
+            job = jobs.lock_if_current(session, Image, image.uid, image.attempts)
+            if job is None:
+                statuses.append("superseded")  # our lease expired and a newer attempt owns the job
+                continue
+            error = outcome if isinstance(outcome, FacequeueError) else None
+            after_commit = store_image(session, job, None if error else outcome, error)
+            status = job.status
+        notify.job_finished(image.uid)  # committed: a waiting api request may answer now
+        for action in after_commit:
+            try:
+                action()
+            except Exception:  # broker away: the committed rows say what is owed and the reaper sends it
+                log.warning(
+                    "image %s: follow-up not sent now; the reaper will send it", image.uid, exc_info=True
+                )
+        statuses.append(status)
+    return ",".join(statuses)
+
+
+def _observe(
+    queue: str, status: str, error: FacequeueError | None, created: Any, finished: Any, faces: int
+) -> None:
+    metrics.JOBS_FINISHED.labels(queue, status).inc()
+    if error is not None:
+        metrics.JOB_ERRORS.labels(error.code.name).inc()
+    metrics.FACES.labels(queue).inc(faces)
+    if created is not None and finished is not None:
+        # SQLite hands back naive datetimes; all of ours are UTC.
+        created, finished = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (created, finished))
+        metrics.JOB_LATENCY.labels(queue).observe(max(0.0, (finished - created).total_seconds()))
 
 
 def _apply_upload_options(session: Any, image: Image) -> str | None:
@@ -418,6 +623,25 @@ def _fetch_models(**_: Any) -> None:
     except ModelFetchError as exc:
         log.critical("cannot start: %s", exc)
         raise SystemExit(f"facequeue worker: the model pack is not available ({exc})") from exc
+
+
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    """Before the pool forks: children write metrics to shared files, this process serves /metrics."""
+    settings = get_settings()
+    metrics.enable_multiprocess("worker", settings.metrics_dir)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(settings.worker_metrics_port, registry=metrics.process_registry())
+        except OSError as exc:  # port taken (several workers on one host): serve jobs without metrics
+            log.warning("worker metrics not served on port %d: %s", settings.worker_metrics_port, exc)
+
+
+@signals.worker_process_shutdown.connect
+def _forget_child(pid: int | None = None, **_: Any) -> None:
+    metrics.mark_process_dead(pid or os.getpid())
 
 
 @signals.worker_ready.connect

@@ -40,6 +40,8 @@ os.environ.update(
     FACEQUEUE_URL_TIMEOUT_S="2",
     FACEQUEUE_MAX_UPLOAD_BYTES=str(8 * 1024 * 1024),
     FACEQUEUE_MAX_IMAGE_PIXELS=str(30_000_000),
+    # Several workers share this host: none serves metrics unless a test gives it a port.
+    FACEQUEUE_WORKER_METRICS_PORT="0",
 )
 os.environ.setdefault("FACEQUEUE_MODEL_DIR", str(Path.home() / ".cache" / "facequeue" / "models"))
 
