@@ -84,7 +84,7 @@ def test_requests_over_the_rate_limit_get_429_with_retry_after(client, monkeypat
     time.sleep(1.1)  # a new window: admitted again
     assert client.get(f"/v2/media/{missing}", headers={"X-API-Key": key}).status_code == 404
     v1 = [client.post("/v1/GetImageInfo", json={"api_key": key, "img_uid": missing}) for _ in range(10)]
-    refused = [a for a in v1 if a.json()["int_response"] == -60]
+    refused = [a for a in v1 if a.json()["int_response"] == -61]
     assert refused and refused[0].status_code == 200 and "Retry-After" in refused[0].headers
 
 
