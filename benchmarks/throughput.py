@@ -3,7 +3,7 @@
 Production shape on this host: `facequeue api` (uvicorn) and `facequeue worker --concurrency P` against a
 fresh Postgres database and a Redis db. For each mode (FACEQUEUE_BATCH_MAX_JOBS=1, then =N) a fresh
 worker is warmed up on a few interactive uploads, then N photos are queued as bulk work (what a batch
-upload or a URL manifest creates: `create_image_job(..., bulk=True)`), and while they drain one
+upload or a URL manifest creates: `create_image_job(..., batch=NAME)`), and while they drain one
 interactive upload is sent every --interactive-every seconds through the api and polled until done.
 Prints bulk images/s and faces/s per mode, their ratio, and the interactive time-to-done p50/p95.
 
@@ -162,7 +162,12 @@ def main() -> None:
                     start = time.monotonic()
                     bulk = [
                         create_image_job(
-                            session, settings, tenant, data=p, detection_flags=args.flags, bulk=True
+                            session,
+                            settings,
+                            tenant,
+                            data=p,
+                            detection_flags=args.flags,
+                            batch=f"tput-{mode}",
                         ).uid
                         for p in photos(args.photos)
                     ]

@@ -53,19 +53,20 @@ def upload(client, key: str, data: bytes, flags: str = "") -> str:  # type: igno
 
 
 def bulk_jobs(key: str, photos: list[bytes], flags: str = "") -> list[str]:
-    """Bulk work as a batch upload or a URL manifest creates it: create_image_job(..., bulk=True)."""
+    """Bulk work: uploads that name a batch (create_image_job(..., batch=...), as the batch option does)."""
     from api.deps import key_sha256
     from api.uploads import create_image_job
     from schema.db import session_scope
     from schema.tables import ApiKey, Tenant
 
+    name = f"throughput-{uuid.uuid4().hex[:8]}"
     with session_scope() as session:
         tenant = session.execute(
             select(Tenant).join(ApiKey).where(ApiKey.key_sha256 == key_sha256(key))
         ).scalar_one()
         return [
             create_image_job(
-                session, get_settings(), tenant, data=unique(data), detection_flags=flags, bulk=True
+                session, get_settings(), tenant, data=unique(data), detection_flags=flags, batch=name
             ).uid
             for data in photos
         ]
