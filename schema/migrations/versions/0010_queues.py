@@ -1,14 +1,14 @@
 """queues: images.queue (interactive or bulk) and the indexes admission control and micro-batching read
 
 Revision ID: 0010
-Revises: 0013
+Revises: 0008
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0013"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
