@@ -120,6 +120,11 @@ class Workers:
         self.running.append(worker)
         return worker
 
+    def ensure(self) -> Worker:
+        """The worker running, or a new one when every worker was stopped or killed (durability tests)."""
+        alive = [w for w in self.running if w.process.poll() is None]
+        return alive[0] if alive else self.start()
+
     def stop_all(self) -> None:
         for worker in self.running:
             worker.stop()
@@ -133,11 +138,11 @@ def workers(database: str) -> Iterator[Workers]:
     pool.stop_all()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def worker(workers: Workers) -> Worker:
-    """One ordinary worker for the tests that just need jobs processed."""
-    alive = [w for w in workers.running if w.process.poll() is None]
-    return alive[0] if alive else workers.start()
+    """One ordinary worker for the tests that just need jobs processed (checked for every test: a test
+    before may have stopped or killed every worker)."""
+    return workers.ensure()
 
 
 @pytest.fixture(scope="session")

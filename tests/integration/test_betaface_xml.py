@@ -110,8 +110,9 @@ def key(database: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def faces(client, key, worker) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def faces(client, key, workers) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """Face uids: eileen (astronaut), grace (Hopper), both again from the group photo, and two variants."""
+    workers.ensure()
     photos = {
         "eileen": encode(astronaut()),
         "grace": encode(hopper()),

@@ -66,8 +66,9 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def live(live_server: str, worker) -> str:  # type: ignore[no-untyped-def]
+def live(live_server: str, workers) -> str:  # type: ignore[no-untyped-def]
     """The api over real HTTP (conftest's live_server), with a worker processing the jobs."""
+    workers.ensure()
     return f"http://{live_server}/"
 
 

@@ -48,8 +48,9 @@ def recognize(client, key: str, faces: list[str], targets: list[str], parameters
 
 
 @pytest.fixture(scope="module")
-def enrolled(client, api_key, worker):  # type: ignore[no-untyped-def]
+def enrolled(client, api_key, workers):  # type: ignore[no-untyped-def]
     """{name: face uuid of the held-back fifth photo}, after enrolling photos 1-4 of each."""
+    workers.ensure()
     enrol = [
         upload(client, api_key, CHARACTERS / n / f"{n}{i}.png", set_person_id=f"{n}@tv")
         for n in NAMES
