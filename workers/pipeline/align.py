@@ -67,15 +67,16 @@ def _inverse(matrix: np.ndarray) -> np.ndarray:
     return np.concatenate([inv, -(inv @ matrix[:, 2])[:, None]], axis=1)
 
 
-def warp_chip(image: Image.Image, matrix: np.ndarray, size: int) -> np.ndarray:
+def warp_chip(image: Image.Image, matrix: np.ndarray, size: int, antialias: bool = True) -> np.ndarray:
     """One (size, size, 3) uint8 chip: chip pixel p samples the image at matrix^-1 p (bilinear).
 
     When the face is much larger than the chip the region is first box-reduced by an integer factor,
-    as dlib does with its image pyramid, so that bilinear sampling does not alias.
+    as dlib does with its image pyramid, so that bilinear sampling does not alias. antialias=False
+    samples the image directly, as OpenCV's warpAffine does (the chips SFace was trained on).
     """
     inv = _inverse(matrix)  # chip -> image
     scale = math.sqrt(abs(np.linalg.det(inv[:, :2])))  # image px per chip px
-    factor = int(scale) if scale >= 2 else 1
+    factor = int(scale) if antialias and scale >= 2 else 1
     if factor > 1:
         corners = np.array([[0, 0, 1], [size - 1, 0, 1], [0, size - 1, 1], [size - 1, size - 1, 1]], float)
         spots = corners @ inv.T
@@ -96,18 +97,26 @@ def warp_chip(image: Image.Image, matrix: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(chip)
 
 
-def warp_chips(image: np.ndarray | Image.Image, matrices: np.ndarray, size: int) -> np.ndarray:
+def warp_chips(
+    image: np.ndarray | Image.Image, matrices: np.ndarray, size: int, antialias: bool = True
+) -> np.ndarray:
     """(N, size, size, 3) uint8 chips of an RGB image, one per (2,3) image->chip matrix."""
     pil = image if isinstance(image, Image.Image) else Image.fromarray(image)
     out = np.zeros((len(matrices), size, size, 3), np.uint8)
     for i, matrix in enumerate(matrices):
-        out[i] = warp_chip(pil, matrix, size)
+        out[i] = warp_chip(pil, matrix, size, antialias)
     return out
 
 
-def align(image: np.ndarray | Image.Image, points: np.ndarray, template: np.ndarray, size: int) -> np.ndarray:
+def align(
+    image: np.ndarray | Image.Image,
+    points: np.ndarray,
+    template: np.ndarray,
+    size: int,
+    antialias: bool = True,
+) -> np.ndarray:
     """Chips (N, size, size, 3) for faces with 5 points (N,5,2), aligned on `template` (5,2) in chip px."""
-    return warp_chips(image, similarity_transforms(points, template), size)
+    return warp_chips(image, similarity_transforms(points, template), size, antialias)
 
 
 def eye_angle(points: np.ndarray) -> np.ndarray:
