@@ -1,6 +1,6 @@
 """Pipeline speed: our pipeline against face_recognition's defaults, same photos, same machine, same run.
 
-    python benchmarks/pipeline.py                 # CPU: 1 and 2 threads, fp32 and int8 FaceNet, the peer
+    python benchmarks/pipeline.py                 # CPU: 1 and 2 threads, every profile (+ int8 FaceNet), the peer
     python benchmarks/pipeline.py --sweep         # also: detector long side vs WIDER AP and speed
     python benchmarks/pipeline.py --device cuda   # CUDA provider: pipeline, and faces/s at batch 1/32/128
     python benchmarks/pipeline.py --detection     # only: detection modes and the non-face check (own section)
@@ -9,7 +9,8 @@
 Photos: colour photos of ../shared/data (ageitgey examples, CompreFace samples, insightface samples,
 face-api.js photos, 20 deepface photos, 40 WIDER images, 40 cacd_vs photos), decoded once up front;
 timings exclude decoding. Ours runs detection + 5-point alignment + the profile's embedders (no
-classifiers unless --classifiers); the peer runs face_recognition.face_encodings(image) (HOG
+classifiers unless --classifiers): fast = SFace, accurate = FaceNet + SFace, and the profiles before
+SFace (facenet, facenet-dlib) for comparison; faces/s per core = faces/s / intra-op threads; the peer runs face_recognition.face_encodings(image) (HOG
 upsample 1, 5-point landmarks, ResNet, one jitter). BLAS/OpenMP pools are pinned to one thread, so the
 thread count is onnxruntime's intra-op threads only; dlib runs single-threaded.
 """
@@ -155,21 +156,31 @@ def table(rows: list[tuple[str, dict[str, float]]]) -> str:
 
 def cpu_section(images: list[np.ndarray], threads: list[int], flags: set[str], peer: bool) -> str:
     rows: list[tuple[str, dict[str, float]]] = []
-    ensure_int8_facenet(settings_for(1, "fast", False))
+    ensure_int8_facenet(settings_for(1, "facenet", False))
+    runs = (
+        ("fast", False),
+        ("accurate", False),
+        ("accurate", True),
+        ("facenet", False),
+        ("facenet", True),
+        ("facenet-dlib", False),
+    )
     for n in threads:
-        for profile, int8 in (("fast", False), ("fast", True), ("accurate", False)):
+        for profile, int8 in runs:
             label = f"ours {profile}{' int8' if int8 else ''}, {n} thread{'s' if n > 1 else ''}"
-            rows.append((label, run_ours(images, settings_for(n, profile, int8), flags)))
+            row = run_ours(images, settings_for(n, profile, int8), flags)
+            rows.append((label, {"faces/s per core": row["faces/s"] / n, **row}))
             print(label, {k: round(v, 2) for k, v in rows[-1][1].items()}, flush=True)
     out = [table(rows)]
     if peer:
         peer_row = run_peer(images)
         print("face_recognition", {k: round(v, 2) for k, v in peer_row.items()}, flush=True)
+        peer_row = {"faces/s per core": peer_row["faces/s"], **peer_row}
         out = [table([*rows, ("face_recognition defaults (single thread)", peer_row)])]
         out.append("\nRatios to face_recognition (ours / peer), same photos:\n")
         for name, row in rows:
             out.append(
-                f"- {name}: faces/s x{row['faces/s'] / peer_row['faces/s']:.1f}, "
+                f"- {name}: faces/s per core x{row['faces/s per core'] / peer_row['faces/s']:.1f}, "
                 f"images/s x{row['images/s'] / peer_row['images/s']:.1f}"
             )
     return "\n".join(out)
@@ -329,7 +340,12 @@ def cuda_section(images: list[np.ndarray], flags: set[str]) -> str:
         points += [(im, p) for p in det.landmarks]
     for embedder in pipeline.embedders:
         chips = np.concatenate(
-            [align(im, p[None], embedder.template, embedder.chip_size) for im, p in points]
+            [
+                align(
+                    im, p[None], embedder.template, embedder.chip_size, getattr(embedder, "antialias", True)
+                )
+                for im, p in points
+            ]
         )
         for batch in (1, 32, 128):
             reps = np.resize(np.arange(len(chips)), max(batch * 8, 256))  # enough batches to time

@@ -1,4 +1,5 @@
-"""The `facequeue` command: serve (embedded), api, worker, flower, migrate, keys, models, ingest, export."""
+"""The `facequeue` command: serve (embedded), api, worker, flower, migrate, keys, models, ingest, export,
+reembed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from facequeue.settings import get_settings
+from workers.recognition.profiles import PROFILES
 
 
 def cmd_migrate(_: argparse.Namespace) -> None:
@@ -75,6 +77,60 @@ def build_int8(settings, folder: str | None) -> None:  # type: ignore[no-untyped
     print(
         f"int8 FaceNet written to {build_int8_facenet(settings, photos)}; set FACEQUEUE_INT8_EMBEDDINGS=true"
     )
+
+
+def cmd_reembed(args: argparse.Namespace) -> None:
+    """Queue the missing vectors of a profile for stored faces, then follow the workers' progress."""
+    import time
+
+    from tqdm import tqdm
+
+    from schema.db import session_scope
+    from workers.celery_app import enqueue_reembed
+    from workers.reembed import plan, remaining
+
+    settings = get_settings()
+    profile = args.profile or settings.embedding_profile
+    scope = dict(namespace=args.namespace, tenant=args.tenant)
+    with session_scope() as session:
+        work = plan(session, settings, profile, **scope)
+    where = f" in namespace {args.namespace!r}" if args.namespace else ""
+    print(f"profile {profile!r} compares {', '.join(work.models)}")
+    if work.stranded:
+        print(
+            f"{len(work.stranded)} face(s){where} CANNOT be re-embedded: their original images were dropped "
+            "(FACEQUEUE_KEEP_ORIGINALS=false). Re-upload and re-enrol them; until then recognition with "
+            f"{profile!r} answers FACE_HAS_NO_EMBEDDING for them:"
+        )
+        for face in work.stranded[: args.list_limit]:
+            print(f"  face {face.face_uid}  image {face.image_uid}  person {face.person_id or '-'}")
+        if len(work.stranded) > args.list_limit:
+            print(f"  ... and {len(work.stranded) - args.list_limit} more (--list-limit)")
+    if not work.images:
+        print(f"nothing to re-embed{where}: every face with a stored original has {profile!r} vectors")
+        raise SystemExit(1 if work.stranded else 0)
+    for image_uid in work.images:
+        enqueue_reembed(image_uid, profile)
+    print(f"queued {work.faces} face(s) in {len(work.images)} image(s){where} on the 'batch' queue")
+    if args.no_wait:
+        return
+    last_change, done = time.monotonic(), 0
+    with tqdm(total=work.faces, desc="re-embedded", unit="face") as bar:
+        while done < work.faces:
+            time.sleep(args.poll_s)
+            with session_scope() as session:
+                now_done = work.faces - remaining(session, settings, profile, **scope)
+            if now_done > done:  # faces uploaded meanwhile (other profile) are not this run's work
+                bar.update(now_done - done)
+                done, last_change = now_done, time.monotonic()
+            elif time.monotonic() - last_change > args.stall_s:
+                raise SystemExit(
+                    f"no progress for {args.stall_s:.0f} s with {work.faces - done} face(s) left: are workers "
+                    "consuming the 'batch' queue? Run the command again to queue what is still missing."
+                )
+    print(f"done: {work.faces} face(s) have {profile!r} vectors")
+    if work.stranded:
+        raise SystemExit(1)
 
 
 def cmd_api(args: argparse.Namespace) -> None:
@@ -263,6 +319,22 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--embeddings", action="store_true", help="include the embedding vectors")
     _client_options(export)
     export.set_defaults(func=cmd_export)
+
+    reembed = sub.add_parser(
+        "reembed", help="compute a profile's missing vectors for stored faces from their original images"
+    )
+    reembed.add_argument("--namespace", help="only faces enrolled in this namespace (default: every face)")
+    reembed.add_argument("--tenant", help="only this tenant's faces")
+    reembed.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        help="embedding profile (default: FACEQUEUE_EMBEDDING_PROFILE)",
+    )
+    reembed.add_argument("--no-wait", action="store_true", help="queue the work and return")
+    reembed.add_argument("--poll-s", type=float, default=1.0, help=argparse.SUPPRESS)
+    reembed.add_argument("--stall-s", type=float, default=600.0, help="give up waiting after this long idle")
+    reembed.add_argument("--list-limit", type=int, default=50, help="faces listed that cannot be re-embedded")
+    reembed.set_defaults(func=cmd_reembed)
 
     args, extra = parser.parse_known_args(argv)
     if args.command == "worker":

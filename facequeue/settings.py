@@ -27,9 +27,9 @@ class Settings(BaseSettings):
     # Model pack.
     model_dir: Path | None = None  # cache of fetched + converted models; default home/models
     model_mirror: Path | None = None  # local folder searched first (air-gapped installs, tests)
-    embedding_profile: Literal["fast", "accurate"] = (
-        "fast"  # fast = FaceNet; accurate = FaceNet + dlib, fused
-    )
+    # fast = SFace; accurate = FaceNet + SFace, fused; facenet / facenet-dlib = the profiles before SFace
+    # (workers/recognition/profiles.py). Changing it: run `facequeue reembed` for enrolled faces.
+    embedding_profile: Literal["fast", "accurate", "facenet", "facenet-dlib"] = "fast"
     int8_embeddings: bool = False
     providers: str = "CUDAExecutionProvider,CPUExecutionProvider"  # tried in order, missing ones skipped
     # Threads per inference session. 1 measured fastest per core (faces are small batches); scale with
@@ -105,6 +105,9 @@ class Settings(BaseSettings):
 
     # Recognition.
     default_fmr: float = 1e-3
+    # 1:N (`all@namespace`): false alarms per probe grow with the gallery; matches there are decided at
+    # FMR = default_fpir / (faces in the namespace), so about this share of strangers get a match.
+    default_fpir: float = 1e-2
     ann_min_size: int = 20_000  # namespaces larger than this are searched with the ANN index
 
     @property

@@ -1,8 +1,11 @@
 """Compute workers/recognition/calibration.json from the identity-labelled photos in ../shared/data.
 
-Runs our own pipeline (accurate profile: FaceNet + dlib) on every photo, keeps the best face, caches the
-embeddings (default /work/scratch/calibration/embeddings.npz), builds genuine / impostor pairs and fits
-the distance -> confidence map and the FMR thresholds per model and for the fused score.
+Runs our own pipeline with every embedding model (FaceNet, SFace, dlib) on every photo, keeps the best
+face, caches the embeddings (default /work/scratch/calibration/embeddings.npz; a cache lacking a model
+is completed), builds genuine / impostor pairs and fits the distance -> confidence map and the FMR
+thresholds per model and per fused profile (workers/recognition/profiles.py). It also reports
+combinations that are no profile (FaceNet + SFace + dlib) and open-set identification (TPIR at FPIR 1 %,
+tests/accuracy/common.py's protocol) so the profiles can be chosen on figures.
 
     python tools/calibrate.py                  # embed (cached), fit, write the table, print the report
     python tools/calibrate.py --no-write       # report only
@@ -16,6 +19,7 @@ import json
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +33,13 @@ from workers.recognition.calibration import (  # noqa: E402
     fit_thresholds,
     fused_distance_from_stats,
 )
+from workers.recognition.profiles import PROFILES, profile_models  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
-MODELS = ("facenet-keras-2024", "dlib-resnet-v1")
+MODELS = ("facenet-keras-2024", "sface-2021dec", "dlib-resnet-v1")
+# Fused profiles written to the table, and combinations measured for the report only.
+FUSED = {name: profile_models(name) for name, members in PROFILES.items() if len(members) > 1}
+REPORT_ONLY = {"facenet+sface+dlib": MODELS}
 # Tight crops (Glint 112x112, LAG 100x100, ORL 92x112) are padded so the detector sees some context.
 PAD_BELOW = 200
 
@@ -70,10 +78,13 @@ def embed_all(paths: list[Path], cache: Path) -> dict[str, dict[str, np.ndarray]
     if cache.exists():
         data = np.load(cache, allow_pickle=False)
         keys = [str(k) for k in data["paths"]]
-        for model in MODELS:
-            for key, vector in zip(keys, data[model], strict=True):
-                done.setdefault(key, {})[model] = vector
-        missing = set(str(k) for k in data["missing"])
+        if all(model in data for model in MODELS):  # a cache from fewer models is recomputed
+            for model in MODELS:
+                for key, vector in zip(keys, data[model], strict=True):
+                    done.setdefault(key, {})[model] = vector
+            missing = set(str(k) for k in data["missing"])
+        else:
+            missing = set()
     else:
         missing = set()
     todo = [p for p in paths if str(p) not in done and str(p) not in missing]
@@ -81,11 +92,10 @@ def embed_all(paths: list[Path], cache: Path) -> dict[str, dict[str, np.ndarray]
         from PIL import Image
 
         from facequeue.settings import get_settings
-        from workers.pipeline.analyse import get_pipeline
+        from tests.accuracy.common import research_pipeline
         from workers.pipeline.decode import decode_image
 
-        settings = get_settings().model_copy(update={"embedding_profile": "accurate"})
-        pipeline = get_pipeline(settings)
+        pipeline = research_pipeline(get_settings())
         start = time.perf_counter()
         for i, path in enumerate(todo):
             if path.suffix == ".pgm":  # ORL greyscale; the service does not accept PGM uploads
@@ -163,32 +173,45 @@ def tar_at(genuine: np.ndarray, impostor: np.ndarray, fmr: float) -> float:
     return float(np.mean(genuine <= threshold))
 
 
-def rank1_lag(emb: dict[str, dict], model: str, stats: dict) -> float:
+def key_distance(members: tuple[str, ...], stats: dict) -> Callable[[list[dict], list[dict]], np.ndarray]:
+    """(P, G) distances of one model (cosine) or of a fusion (mean z-score) between embedding dicts."""
+
+    def distance(probes: list[dict], gallery: list[dict]) -> np.ndarray:
+        per_model = {
+            m: 1.0 - np.stack([p[m] for p in probes]) @ np.stack([g[m] for g in gallery]).T for m in members
+        }
+        if len(members) == 1:
+            return per_model[members[0]]
+        return fused_distance_from_stats(per_model, stats)
+
+    return distance
+
+
+def rank1_lag(emb: dict[str, dict], distance: Callable) -> float:
     """LAG identification: gallery = the adult photos, probes = the young photos (`y/`)."""
     gallery, gallery_ids, probes, probe_ids = [], [], [], []
     for key, vectors in emb.items():
         path = Path(key)
         if "/identity/lag/" not in key:
             continue
-        vector = np.concatenate([vectors[m] for m in MODELS]) if model == "accurate" else vectors[model]
         if path.parent.name == "y":
-            probes.append(vector)
+            probes.append(vectors)
             probe_ids.append(path.parent.parent.name)
         else:
-            gallery.append(vector)
+            gallery.append(vectors)
             gallery_ids.append(path.parent.name)
-    g = np.stack(gallery)
-    p = np.stack(probes)
-    if model == "accurate":
-        d = {
-            m: 1.0 - p[:, k * 128 : (k + 1) * 128] @ g[:, k * 128 : (k + 1) * 128].T
-            for k, m in enumerate(MODELS)
-        }
-        dist = fused_distance_from_stats(d, stats)
-    else:
-        dist = 1.0 - p @ g.T
-    best = np.array(gallery_ids)[np.argmin(dist, axis=1)]
+    best = np.array(gallery_ids)[np.argmin(distance(probes, gallery), axis=1)]
     return float(np.mean(best == np.array(probe_ids)))
+
+
+def open_set(emb: dict[str, dict], distance: Callable) -> tuple[float, float, int]:
+    """TPIR at FPIR 1 %, rank-1 and gallery size on tests/accuracy's open-set split of these photos."""
+    from tests.accuracy.common import identity_groups, open_set_identification
+
+    result = open_set_identification(
+        identity_groups(), lambda p: emb.get(str(p)), lambda a, b: -distance(a, b), fpir=0.01
+    )
+    return result.tpir, result.rank1, result.enrolled
 
 
 def main() -> None:
@@ -212,36 +235,49 @@ def main() -> None:
     for model in MODELS:
         impostor = distances[model][~same]
         stats[model] = {"impostor_mean": float(impostor.mean()), "impostor_std": float(impostor.std())}
+    keys = {m: (m,) for m in MODELS} | FUSED | REPORT_ONLY
+    for key, members in keys.items():
+        if len(members) > 1:
+            distances[key] = fused_distance_from_stats({m: distances[m] for m in members}, stats)
     threshold_1e3: dict[str, float] = {}
-    distances["accurate"] = fused_distance_from_stats({m: distances[m] for m in MODELS}, stats)
-    for key in (*MODELS, "accurate"):
+    for key, members in keys.items():
         d = distances[key]
         genuine, impostor = d[same], d[~same]
         thresholds = fit_thresholds(impostor)
+        distance = key_distance(members, stats)
+        tpir, rank1, enrolled = open_set(emb, distance)
         entry: dict = {
             "genuine_pairs": int(same.sum()),
             "impostor_pairs": int((~same).sum()),
             "logistic": fit_logistic(genuine, impostor),
             "thresholds": thresholds,
-            # TAR at the table's thresholds (1e-5 is the tail-fit threshold: the data cannot resolve it).
+            # TAR at the table's thresholds (1e-5 and below are tail fits: the data cannot resolve them).
             "tar": {
                 "0.01": tar_at(genuine, impostor, 1e-2),
                 **{f: float(np.mean(genuine <= t["threshold"])) for f, t in thresholds.items()},
             },
-            "rank1_lag": rank1_lag(emb, key, stats),
+            "rank1_lag": rank1_lag(emb, distance),
+            "open_set": {"tpir_at_fpir_0.01": tpir, "rank1": rank1, "enrolled": enrolled},
         }
         if key in stats:
             entry.update(stats[key])
-        table["models"][key] = entry
-        threshold_1e3[key] = thresholds["0.001"]["threshold"]
-        tars = "  ".join(f"TAR@{f}={v:.3f}" for f, v in entry["tar"].items())
+        if key not in REPORT_ONLY:
+            table["models"][key] = entry
+            threshold_1e3[key] = thresholds["0.001"]["threshold"]
+        tars = "  ".join(f"TAR@{f}={v:.3f}" for f, v in entry["tar"].items() if float(f) >= 1e-4)
         thr = "  ".join(
             f"{f}:{v['threshold']:.4f}{'*' if v['extrapolated'] else ''}"
             for f, v in entry["thresholds"].items()
         )
-        print(f"{key:20s} {tars}  rank1(LAG young->old)={entry['rank1_lag']:.3f}")
+        print(
+            f"{key:20s} {tars}  rank1(LAG young->old)={entry['rank1_lag']:.3f}  "
+            f"open-set TPIR@FPIR1%={tpir:.3f} rank1={rank1:.3f} ({enrolled} enrolled)"
+        )
         print(f"{'':20s} thresholds {thr}  (* = tail fit)  logistic {entry['logistic']}")
-    table["fused"] = {"models": list(MODELS), "method": "mean of per-model z-scores (impostor mean/std)"}
+    table["fused"] = {
+        name: {"models": list(members), "method": "mean of per-model z-scores (impostor mean/std)"}
+        for name, members in FUSED.items()
+    }
     # Pairs are concatenated in the order of `counts`: per-source TAR at the FMR 1e-3 threshold.
     source = np.repeat(list(counts), [g + i for g, i in counts.values()])
     table["sources"] = {}

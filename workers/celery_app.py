@@ -31,6 +31,7 @@ def make_celery() -> Celery:
             "facequeue.recognize": {"queue": RECOGNIZE_QUEUE},
             "facequeue.deliver_callback": {"queue": CALLBACKS_QUEUE},
             "facequeue.deliver_batch_callback": {"queue": CALLBACKS_QUEUE},
+            "facequeue.reembed_image": {"queue": BULK_QUEUE},
         },
         # A broker restart never ends a worker: reconnect forever (the default gives up after 100 tries).
         broker_connection_retry=True,
@@ -95,3 +96,7 @@ def enqueue_batch_callback(batch_id: int, countdown: float = 0) -> None:
         countdown=countdown,
         priority=CALLBACK,
     )
+
+
+def enqueue_reembed(image_uid: str, profile: str) -> None:
+    app.send_task("facequeue.reembed_image", args=[image_uid, profile], queue=BULK_QUEUE, priority=NORMAL)

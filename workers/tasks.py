@@ -687,3 +687,15 @@ def recognize(self, job_uid: str, resume: int | None = None) -> str:  # type: ig
         return []
 
     return run_job(self, RecognizeJob, job_uid, work, store, resume)
+
+
+@app.task(name="facequeue.reembed_image", bind=True, max_retries=5)
+def reembed_image(self, image_uid: str, profile: str) -> str:  # type: ignore[no-untyped-def]
+    """Vectors of `profile` for the faces of one image (`facequeue reembed`); idempotent, retried."""
+    from workers.reembed import reembed_image as run
+
+    try:
+        return run(image_uid, profile, get_settings())
+    except Exception as exc:
+        log.exception("reembed %s (%s) failed", image_uid, profile)
+        raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries)) from exc

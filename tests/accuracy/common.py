@@ -7,11 +7,15 @@ import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from facequeue.settings import Settings
+
+if TYPE_CHECKING:
+    from workers.pipeline.analyse import FacePipeline
 
 DATA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data").resolve()
 WIDER = DATA / "detection" / "wider_train_subset"
@@ -20,6 +24,26 @@ MIN_GT_SIDE = 32  # GT faces smaller than this (or marked invalid) are ignored, 
 
 def rgb(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
+
+
+def research_pipeline(settings: Settings, int8: bool = False) -> FacePipeline:
+    """One pipeline that embeds with every embedding model (FaceNet, SFace, dlib; int8 FaceNet too when
+    asked), so each photo is detected once however many profiles are measured on it."""
+    from workers.models.runtime import create_session
+    from workers.pipeline.analyse import FacePipeline, _load_embedder
+
+    settings = settings.model_copy(update={"embedding_profile": "accurate", "int8_embeddings": False})
+    pipeline = FacePipeline.from_settings(settings)
+
+    def factory(model: Path | bytes) -> object:
+        return create_session(model, settings)
+
+    pipeline.embedders.append(_load_embedder("dlib_resnet", settings, factory))
+    if int8:
+        int8_settings = settings.model_copy(update={"int8_embeddings": True})
+        ensure_int8_facenet(int8_settings)
+        pipeline.embedders.append(_load_embedder("facenet", int8_settings, factory))
+    return pipeline
 
 
 def ensure_int8_facenet(settings: Settings) -> Path:
@@ -286,3 +310,154 @@ def score_pairs(
 def chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+# ---------------------------------------------------------------- open-set identification
+
+
+def identity_groups() -> dict[str, list[Path]]:
+    """Every identity-labelled colour set with at least two photos per person, keyed "set/person".
+
+    Impostors across sets are different people (distinct sources); CACD-VS same pairs count as one
+    person each (a pair's two photos).
+    """
+    groups: dict[str, list[Path]] = {}
+    for name, by_person in (
+        ("lag", lag_groups()),
+        ("face-api.js", face_api_groups()),
+        ("deepface", deepface_groups()),
+    ):
+        for who, paths in by_person.items():
+            if len(paths) >= 2:
+                groups[f"{name}/{who}"] = list(paths)
+    for i, (a, b, same) in enumerate(cacd_pairs().pairs):
+        if same:
+            groups[f"cacd_vs/{i}"] = [a, b]
+    return groups
+
+
+@dataclass
+class OpenSetResult:
+    enrolled: int
+    mated: int
+    non_mated: int
+    tpir: float  # mated probes identified (right person first, score over the threshold)
+    rank1: float  # mated probes whose best gallery person is right, whatever the score
+    threshold: float
+
+
+def open_set_split(groups: dict[str, list[Path]], seed: int = 0) -> tuple[dict, list, list]:
+    """Half the people enrolled (first photo in the gallery, the rest mated probes), the other half's
+    photos non-mated probes. Returns gallery {person: path}, mated [(person, path)], non-mated [path]."""
+    rng = np.random.default_rng(seed)
+    people = sorted(groups)
+    enrolled = set(rng.permutation(people)[: len(people) // 2].tolist())
+    gallery = {p: groups[p][0] for p in people if p in enrolled}
+    mated = [(p, path) for p in people if p in enrolled for path in groups[p][1:]]
+    non_mated = [path for p in people if p not in enrolled for path in groups[p]]
+    return gallery, mated, non_mated
+
+
+def open_set_identification(
+    groups: dict[str, list[Path]],
+    embed: Callable[[Path], object | None],
+    similarity: Callable[[list, list], np.ndarray],
+    fpir: float = 0.01,
+    seed: int = 0,
+) -> OpenSetResult:
+    """TPIR at FPIR: the threshold lets `fpir` of the non-mated probes match anyone in the gallery.
+
+    `similarity(probes, gallery)` scores (P, G) embeddings, higher = more alike. A probe or gallery photo
+    without a face: the person is not enrolled / the probe counts as missed (mated) or silent (non-mated).
+    """
+    gallery, mated, non_mated = open_set_split(groups, seed)
+    names = [p for p in gallery if embed(gallery[p]) is not None]
+    g = [embed(gallery[p]) for p in names]
+    mated = [(p, path) for p, path in mated if p in set(names)]
+    m_emb = [embed(path) for _, path in mated]
+    n_emb = [e for e in (embed(path) for path in non_mated) if e is not None]
+    n_best = similarity(n_emb, g).max(axis=1)
+    # FPIR over all non-mated probes (those without a face never alarm).
+    allowed = int(np.floor(fpir * len(non_mated)))
+    ranked = np.sort(n_best)[::-1]
+    threshold = float(ranked[allowed]) if allowed < len(ranked) else -np.inf
+    found = [i for i, e in enumerate(m_emb) if e is not None]
+    scores = similarity([m_emb[i] for i in found], g)
+    best = scores.argmax(axis=1)
+    right = np.array([names[b] == mated[i][0] for b, i in zip(best, found, strict=True)])
+    passed = scores.max(axis=1) > threshold
+    return OpenSetResult(
+        enrolled=len(names),
+        mated=len(mated),
+        non_mated=len(non_mated),
+        tpir=float((right & passed).sum() / max(len(mated), 1)),
+        rank1=float(right.sum() / max(len(mated), 1)),
+        threshold=threshold,
+    )
+
+
+# ---------------------------------------------------------------- systems compared on the same photos
+
+FACENET, FACENET_INT8, SFACE, DLIB = (
+    "facenet-keras-2024",
+    "facenet-keras-2024-int8",
+    "sface-2021dec",
+    "dlib-resnet-v1",
+)
+PEER = "face_recognition"
+# Our systems by the model ids they compare: the profiles, and combinations measured to choose them.
+SYSTEMS: dict[str, tuple[str, ...]] = {
+    "fast": (SFACE,),
+    "accurate": (FACENET, SFACE),
+    "facenet": (FACENET,),
+    "facenet int8": (FACENET_INT8,),
+    "facenet-dlib": (FACENET, DLIB),
+    "facenet+sface+dlib": (FACENET, SFACE, DLIB),
+}
+
+
+def similarity_matrix(system: str) -> Callable[[list, list], np.ndarray]:
+    """(P, G) similarities, higher = more alike: cosine for one model, minus the fused z-normalised
+    distance (the calibration table's impostor statistics) for several; the peer: minus Euclidean."""
+    if system == PEER:
+
+        def euclid(a: list, b: list) -> np.ndarray:
+            x, y = np.stack(a), np.stack(b)
+            return -np.sqrt(np.maximum((x**2).sum(1)[:, None] + (y**2).sum(1)[None] - 2 * x @ y.T, 0))
+
+        return euclid
+    from workers.recognition.calibration import fused_distance_from_stats, load_table
+
+    models = SYSTEMS[system]
+    table = load_table()["models"]
+    stats = {m: table[m.removesuffix("-int8")] for m in models}
+
+    def ours(a: list, b: list) -> np.ndarray:
+        per_model = {m: 1.0 - np.stack([e[m] for e in a]) @ np.stack([e[m] for e in b]).T for m in models}
+        if len(models) == 1:
+            return 1.0 - per_model[models[0]]
+        return -fused_distance_from_stats(per_model, stats)
+
+    return ours
+
+
+def pair_scores(
+    pairs: list[tuple[Path, Path, bool]], embed: Callable[[Path], object | None], system: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Scores of all pairs in one vectorised pass; a photo without a face scores -inf (failure to enrol)."""
+    paths = sorted({p for a, b, _ in pairs for p in (a, b)})
+    vectors = {p: embed(p) for p in paths}
+    have = [p for p in paths if vectors[p] is not None]
+    row = {p: i for i, p in enumerate(have)}
+    same = np.array([s for _, _, s in pairs])
+    scores = np.full(len(pairs), -np.inf)
+    ok = np.array([a in row and b in row for a, b, _ in pairs])
+    if ok.any():
+        matrix = similarity_matrix(system)
+        items = [vectors[p] for p in have]
+        a_idx = np.array([row[a] for (a, b, _), k in zip(pairs, ok, strict=True) if k])
+        b_idx = np.array([row[b] for (a, b, _), k in zip(pairs, ok, strict=True) if k])
+        # Row by row over the photos that appear first in a pair: memory stays at (rows, photos).
+        full = np.concatenate([matrix(items[i : i + 256], items) for i in range(0, len(items), 256)])
+        scores[ok] = full[a_idx, b_idx]
+    return same, scores, len(paths) - len(have)

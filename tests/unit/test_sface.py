@@ -56,7 +56,9 @@ def faces() -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 @pytest.fixture(scope="module")
 def opencv_sf(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - cv2 types
-    cv2 = pytest.importorskip("cv2", reason="opencv-python-headless is a test dependency (pip install -e .[test])")
+    cv2 = pytest.importorskip(
+        "cv2", reason="opencv-python-headless is a test dependency (pip install -e .[test])"
+    )
     # OpenCV 5 also trips over the dangling inputs; it gets the int8 file with only those dropped.
     path = tmp_path_factory.mktemp("sface") / "sface_int8.onnx"
     onnx.save(drop_dangling_inputs(onnx.load(str(fetch_source("sface")))), str(path))
@@ -87,7 +89,9 @@ def test_conversion_drops_dangling_inputs_and_frees_the_batch(tmp_path: Path) ->
 def test_fp32_matches_the_int8_file(faces: list, embedder: SFaceEmbedder) -> None:
     shipped = drop_dangling_inputs(onnx.load(str(fetch_source("sface"))))
     int8 = _session(shipped.SerializeToString())
-    chips = np.stack([align(img, pts[None], SFaceEmbedder.template, 112, antialias=False)[0] for img, _, pts in faces])
+    chips = np.stack(
+        [align(img, pts[None], SFaceEmbedder.template, 112, antialias=False)[0] for img, _, pts in faces]
+    )
     ours = embedder.embed(chips)
     x = chips.transpose(0, 3, 1, 2).astype(np.float32)
     reference = np.concatenate([int8.run(None, {"data": x[i : i + 1]})[0] for i in range(len(x))])
@@ -129,7 +133,9 @@ def test_our_alignment_matches_alignCrop(faces: list, opencv_sf, embedder: SFace
 
 def test_same_person_closer_than_different(faces: list, embedder: SFaceEmbedder) -> None:
     """The astronaut alone and in the group photo are one person; Hopper is another."""
-    chips = np.stack([align(img, pts[None], SFaceEmbedder.template, 112, antialias=False)[0] for img, _, pts in faces])
+    chips = np.stack(
+        [align(img, pts[None], SFaceEmbedder.template, 112, antialias=False)[0] for img, _, pts in faces]
+    )
     v = embedder.embed(chips)
     # faces: astronaut, hopper, then the group photo's two faces (best score first: either order).
     group_astronaut = 2 + int(np.argmax(v[2:] @ v[0]))

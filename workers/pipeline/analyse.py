@@ -25,9 +25,7 @@ from workers.pipeline.align import align, eye_angle
 from workers.pipeline.detect import FaceDetector
 from workers.pipeline.points import basic_points
 from workers.pipeline.types import FaceAnalysis, Tag
-
-# Embedders (registry names) per embedding profile.
-PROFILES = {"fast": ("facenet",), "accurate": ("facenet", "dlib_resnet")}
+from workers.recognition.profiles import embedder_names
 
 
 class Embedder(Protocol):
@@ -65,6 +63,10 @@ def _load_embedder(
                     "workers.pipeline.analyse.build_int8_facenet(settings, photos)"
                 )
         return FaceNetEmbedder.from_file(path, factory)
+    if name == "sface":
+        from workers.models.sface import SFaceEmbedder
+
+        return SFaceEmbedder.from_file(model_path("sface", settings), factory)
     if name == "dlib_resnet":
         from workers.models.dlib_resnet import DlibResNetEmbedder
 
@@ -119,12 +121,7 @@ class FacePipeline:
             sure_score=settings.nonface_sure_score,
             mode=settings.detection_mode,
         )
-        try:
-            names = PROFILES[settings.embedding_profile]
-        except KeyError:
-            raise ValueError(
-                f"unknown embedding_profile {settings.embedding_profile!r}; one of {list(PROFILES)}"
-            ) from None
+        names = embedder_names(settings.embedding_profile)
         embedders = [_load_embedder(name, settings, factory) for name in names]
 
         def age_gender() -> Any:
@@ -251,14 +248,14 @@ class FacePipeline:
             return per_image
         with_faces = [(image, det) for image, det in zip(images, detections, strict=True) if len(det)]
 
-        def chips(template: np.ndarray, size: int) -> np.ndarray:
+        def chips(template: np.ndarray, size: int, antialias: bool = True) -> np.ndarray:
             with self._timed("align"):
                 return np.concatenate(
-                    [align(image, det.landmarks, template, size) for image, det in with_faces]
+                    [align(image, det.landmarks, template, size, antialias) for image, det in with_faces]
                 )
 
         for embedder in self.embedders:
-            batch = chips(embedder.template, embedder.chip_size)
+            batch = chips(embedder.template, embedder.chip_size, getattr(embedder, "antialias", True))
             with self._timed(f"embed {embedder.model_id}"):
                 vectors = _l2_normalize(embedder.embed(batch))
             for face, vector in zip(faces, vectors, strict=True):

@@ -1,8 +1,9 @@
 """Distance -> confidence and FMR thresholds per embedding model, from a committed table.
 
 Distances are cosine distances, 1 - a.b of L2-normalised embeddings (0 = identical, 2 = opposite).
-Model keys are the embedding model ids ("facenet-keras-2024", "dlib-resnet-v1") and "accurate", the
-fused score of both (see `fused_distance`). The table (calibration.json) is written by
+Table keys are embedding model ids ("sface-2021dec", "facenet-keras-2024", "dlib-resnet-v1") and the
+names of fused profiles ("accurate", "facenet-dlib"; see workers/recognition/profiles.py), whose distance
+is the mean of the per-model z-scores (`fused_distance`). The table (calibration.json) is written by
 tools/calibrate.py from identity-labelled photos run through our own pipeline.
 
 Confidence is a logistic fit of P(same | distance) with genuine and impostor pairs weighted equally,
@@ -10,6 +11,11 @@ i.e. the posterior at even prior odds: 0.5 where a distance is as likely for a g
 impostor one. It is a smooth, monotone probability that callers can read as "how sure"; the
 decision itself uses `threshold(key, fmr)`, which is set on the impostor distribution alone, so a
 match at FMR 1e-3 means at most about 1 in 1000 different-person pairs pass.
+
+Identification (1:N, a probe against a gallery of N enrolled faces): the probe raises a false alarm when
+any of the N impostor comparisons passes, so FPIR ~= N x FMR. `identification_threshold` keeps a
+false-positive identification rate target by using FMR = FPIR / N, down to the smallest FMR in the
+table (1e-7, a tail fit); larger galleries than FPIR / 1e-7 get that floor and a higher FPIR.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ from typing import Any
 import numpy as np
 
 TABLE_PATH = Path(__file__).with_name("calibration.json")
-FMRS = (1e-3, 1e-4, 1e-5)
-FUSED = "accurate"
-ALIASES = {"fast": "facenet-keras-2024"}
+FMRS = (1e-3, 1e-4, 1e-5)  # the verification choices offered to callers
+# Also fitted (tail fit, beyond what the pairs resolve): what identification in large galleries needs.
+TABLE_FMRS = (*FMRS, 1e-6, 1e-7)
 # An empirical quantile needs this many impostor pairs below it to be trusted; otherwise use the tail fit.
 MIN_TAIL_COUNT = 10
 
@@ -38,10 +44,9 @@ def load_table(path: Path = TABLE_PATH) -> dict[str, Any]:
 
 def _entry(model_key: str) -> dict[str, Any]:
     models = load_table()["models"]
-    key = ALIASES.get(model_key, model_key)
-    if key not in models:
+    if model_key not in models:
         raise KeyError(f"no calibration for {model_key!r}; known: {sorted(models)}")
-    return models[key]
+    return models[model_key]
 
 
 def confidence(model_key: str, distance: np.ndarray) -> np.ndarray:
@@ -66,6 +71,17 @@ def is_match(model_key: str, distance: np.ndarray, fmr: float = 1e-3) -> np.ndar
     return np.asarray(distance) <= threshold(model_key, fmr)
 
 
+def identification_fmr(fpir: float, gallery_size: int) -> float:
+    """Per-comparison FMR that keeps about `fpir` false alarms per probe against `gallery_size` faces."""
+    floor = min(TABLE_FMRS)
+    return float(min(max(fpir / max(gallery_size, 1), floor), max(TABLE_FMRS)))
+
+
+def identification_threshold(model_key: str, fpir: float, gallery_size: int) -> float:
+    """Distance threshold for 1:N identification at a false-positive identification rate (see above)."""
+    return threshold(model_key, identification_fmr(fpir, gallery_size))
+
+
 def fused_distance_from_stats(
     distances: dict[str, np.ndarray], stats: dict[str, dict[str, float]]
 ) -> np.ndarray:
@@ -77,9 +93,12 @@ def fused_distance_from_stats(
     return np.mean(z, axis=0)
 
 
-def fused_distance(distances: dict[str, np.ndarray]) -> np.ndarray:
-    """Fused `accurate` distance from per-model cosine distances (all models of the profile are required)."""
-    models = load_table()["fused"]["models"]
+def fused_distance(key: str, distances: dict[str, np.ndarray]) -> np.ndarray:
+    """Fused distance of profile `key` from per-model cosine distances (all its models are required)."""
+    fused = load_table()["fused"]
+    if key not in fused:
+        raise KeyError(f"{key!r} is not a fused profile; known: {sorted(fused)}")
+    models = fused[key]["models"]
     missing = set(models) - set(distances)
     if missing:
         raise KeyError(f"fused distance needs {sorted(missing)}")
@@ -133,7 +152,7 @@ def fit_thresholds(impostor: np.ndarray) -> dict[str, dict[str, Any]]:
     else:
         slope, intercept = np.nan, np.nan
     out: dict[str, dict[str, Any]] = {}
-    for fmr in FMRS:
+    for fmr in TABLE_FMRS:
         empirical = float(np.quantile(d, fmr))
         if fmr * n >= MIN_TAIL_COUNT:
             out[f"{fmr:g}"] = {"threshold": empirical, "extrapolated": False}

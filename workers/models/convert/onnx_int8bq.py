@@ -37,7 +37,9 @@ def drop_dangling_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _dequantize(x: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int) -> np.ndarray:
+def _dequantize(
+    x: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int, block: int
+) -> np.ndarray:
     """DequantizeLinear (opset 21): y = (x - zero) * scale, scale per tensor, per axis or per block."""
     x = x.astype(np.float32)
     zero = np.zeros_like(scale, dtype=np.float32) if zero is None else zero.astype(np.float32)
