@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     # Model pack.
     model_dir: Path | None = None  # cache of fetched + converted models; default home/models
     model_mirror: Path | None = None  # local folder searched first (air-gapped installs, tests)
-    # fast = SFace; accurate = FaceNet + SFace, fused; facenet / facenet-dlib = the profiles before SFace
+    # fast = SFace; accurate = SFace + dlib, fused; facenet / facenet-dlib = the profiles before SFace
     # (workers/recognition/profiles.py). Changing it: run `facequeue reembed` for enrolled faces.
     embedding_profile: Literal["fast", "accurate", "facenet", "facenet-dlib"] = "fast"
     int8_embeddings: bool = False

@@ -32,13 +32,13 @@ def research_pipeline(settings: Settings, int8: bool = False) -> FacePipeline:
     from workers.models.runtime import create_session
     from workers.pipeline.analyse import FacePipeline, _load_embedder
 
-    settings = settings.model_copy(update={"embedding_profile": "accurate", "int8_embeddings": False})
+    settings = settings.model_copy(update={"embedding_profile": "facenet-dlib", "int8_embeddings": False})
     pipeline = FacePipeline.from_settings(settings)
 
     def factory(model: Path | bytes) -> object:
         return create_session(model, settings)
 
-    pipeline.embedders.append(_load_embedder("dlib_resnet", settings, factory))
+    pipeline.embedders.append(_load_embedder("sface", settings, factory))
     if int8:
         int8_settings = settings.model_copy(update={"int8_embeddings": True})
         ensure_int8_facenet(int8_settings)
@@ -315,25 +315,17 @@ def chunks(items: list, size: int) -> Iterator[list]:
 # ---------------------------------------------------------------- open-set identification
 
 
-def identity_groups() -> dict[str, list[Path]]:
-    """Every identity-labelled colour set with at least two photos per person, keyed "set/person".
+def identity_groups() -> dict[str, dict[str, list[Path]]]:
+    """Per data set, the people with at least two photos: LAG (150 people, large age gaps) and CACD-VS's
+    400 same pairs (400 different celebrities, two photos each).
 
-    Impostors across sets are different people (distinct sources); CACD-VS same pairs count as one
-    person each (a pair's two photos).
+    Data sets are kept apart: their celebrities overlap (Jennifer Aniston is in LAG, CACD-VS and
+    deepface's set), so a person of one set may not serve as a stranger to another set's gallery. The
+    small sets (face-api.js, deepface) are left out: a handful of people makes no open-set gallery.
     """
-    groups: dict[str, list[Path]] = {}
-    for name, by_person in (
-        ("lag", lag_groups()),
-        ("face-api.js", face_api_groups()),
-        ("deepface", deepface_groups()),
-    ):
-        for who, paths in by_person.items():
-            if len(paths) >= 2:
-                groups[f"{name}/{who}"] = list(paths)
-    for i, (a, b, same) in enumerate(cacd_pairs().pairs):
-        if same:
-            groups[f"cacd_vs/{i}"] = [a, b]
-    return groups
+    lag = {who: list(paths) for who, paths in lag_groups().items() if len(paths) >= 2}
+    cacd = {f"pair{i}": [a, b] for i, (a, b, same) in enumerate(cacd_pairs().pairs) if same}
+    return {"lag": lag, "cacd_vs": cacd}
 
 
 @dataclass
@@ -346,52 +338,68 @@ class OpenSetResult:
     threshold: float
 
 
-def open_set_split(groups: dict[str, list[Path]], seed: int = 0) -> tuple[dict, list, list]:
-    """Half the people enrolled (first photo in the gallery, the rest mated probes), the other half's
-    photos non-mated probes. Returns gallery {person: path}, mated [(person, path)], non-mated [path]."""
+@dataclass
+class OpenSetSplit:
+    gallery: dict[str, Path]  # enrolled person -> the photo enrolled
+    mated: list[tuple[str, Path]]  # (enrolled person, another photo of them)
+    non_mated: list[Path]  # photos of people not enrolled
+
+
+def open_set_split(groups: dict[str, dict[str, list[Path]]], seed: int = 0) -> dict[str, OpenSetSplit]:
+    """Per data set, half the people enrolled (first photo in the gallery, the rest mated probes), and
+    every photo of the other half a non-mated probe (searched in its own data set's gallery)."""
     rng = np.random.default_rng(seed)
-    people = sorted(groups)
-    enrolled = set(rng.permutation(people)[: len(people) // 2].tolist())
-    gallery = {p: groups[p][0] for p in people if p in enrolled}
-    mated = [(p, path) for p in people if p in enrolled for path in groups[p][1:]]
-    non_mated = [path for p in people if p not in enrolled for path in groups[p]]
-    return gallery, mated, non_mated
+    out = {}
+    for name, by_person in groups.items():
+        people = sorted(by_person)
+        enrolled = set(rng.permutation(people)[: len(people) // 2].tolist())
+        out[name] = OpenSetSplit(
+            gallery={p: by_person[p][0] for p in people if p in enrolled},
+            mated=[(p, path) for p in people if p in enrolled for path in by_person[p][1:]],
+            non_mated=[path for p in people if p not in enrolled for path in by_person[p]],
+        )
+    return out
 
 
 def open_set_identification(
-    groups: dict[str, list[Path]],
+    groups: dict[str, dict[str, list[Path]]],
     embed: Callable[[Path], object | None],
     similarity: Callable[[list, list], np.ndarray],
     fpir: float = 0.01,
     seed: int = 0,
 ) -> OpenSetResult:
-    """TPIR at FPIR: the threshold lets `fpir` of the non-mated probes match anyone in the gallery.
+    """TPIR at FPIR: one threshold over all data sets lets `fpir` of the non-mated probes match anyone.
 
-    `similarity(probes, gallery)` scores (P, G) embeddings, higher = more alike. A probe or gallery photo
-    without a face: the person is not enrolled / the probe counts as missed (mated) or silent (non-mated).
+    `similarity(probes, gallery)` scores (P, G) embeddings, higher = more alike. A gallery photo without a
+    face: that person is not enrolled; a probe without a face: missed (mated) or silent (non-mated).
     """
-    gallery, mated, non_mated = open_set_split(groups, seed)
-    names = [p for p in gallery if embed(gallery[p]) is not None]
-    g = [embed(gallery[p]) for p in names]
-    mated = [(p, path) for p, path in mated if p in set(names)]
-    m_emb = [embed(path) for _, path in mated]
-    n_emb = [e for e in (embed(path) for path in non_mated) if e is not None]
-    n_best = similarity(n_emb, g).max(axis=1)
-    # FPIR over all non-mated probes (those without a face never alarm).
-    allowed = int(np.floor(fpir * len(non_mated)))
-    ranked = np.sort(n_best)[::-1]
+    n_best, m_best, m_right, enrolled, mated_total, non_mated_total = [], [], [], 0, 0, 0
+    for split in open_set_split(groups, seed).values():
+        names = [p for p in split.gallery if embed(split.gallery[p]) is not None]
+        g = [embed(split.gallery[p]) for p in names]
+        enrolled += len(names)
+        mated = [(p, path) for p, path in split.mated if p in set(names)]
+        mated_total += len(mated)
+        non_mated_total += len(split.non_mated)
+        n_emb = [e for e in (embed(path) for path in split.non_mated) if e is not None]
+        n_best.append(similarity(n_emb, g).max(axis=1))
+        found = [(p, e) for p, e in ((p, embed(path)) for p, path in mated) if e is not None]
+        scores = similarity([e for _, e in found], g)
+        m_best.append(scores.max(axis=1))
+        m_right.append(
+            np.array([names[b] == p for b, (p, _) in zip(scores.argmax(axis=1), found, strict=True)])
+        )
+    ranked = np.sort(np.concatenate(n_best))[::-1]
+    allowed = int(np.floor(fpir * non_mated_total))
     threshold = float(ranked[allowed]) if allowed < len(ranked) else -np.inf
-    found = [i for i, e in enumerate(m_emb) if e is not None]
-    scores = similarity([m_emb[i] for i in found], g)
-    best = scores.argmax(axis=1)
-    right = np.array([names[b] == mated[i][0] for b, i in zip(best, found, strict=True)])
-    passed = scores.max(axis=1) > threshold
+    right = np.concatenate(m_right)
+    passed = np.concatenate(m_best) > threshold
     return OpenSetResult(
-        enrolled=len(names),
-        mated=len(mated),
-        non_mated=len(non_mated),
-        tpir=float((right & passed).sum() / max(len(mated), 1)),
-        rank1=float(right.sum() / max(len(mated), 1)),
+        enrolled=enrolled,
+        mated=mated_total,
+        non_mated=non_mated_total,
+        tpir=float((right & passed).sum() / max(mated_total, 1)),
+        rank1=float(right.sum() / max(mated_total, 1)),
         threshold=threshold,
     )
 
@@ -408,17 +416,19 @@ PEER = "face_recognition"
 # Our systems by the model ids they compare: the profiles, and combinations measured to choose them.
 SYSTEMS: dict[str, tuple[str, ...]] = {
     "fast": (SFACE,),
-    "accurate": (FACENET, SFACE),
+    "accurate": (SFACE, DLIB),
     "facenet": (FACENET,),
     "facenet int8": (FACENET_INT8,),
     "facenet-dlib": (FACENET, DLIB),
+    "facenet+sface": (FACENET, SFACE),
     "facenet+sface+dlib": (FACENET, SFACE, DLIB),
 }
 
 
 def similarity_matrix(system: str) -> Callable[[list, list], np.ndarray]:
     """(P, G) similarities, higher = more alike: cosine for one model, minus the fused z-normalised
-    distance (the calibration table's impostor statistics) for several; the peer: minus Euclidean."""
+    distance (the calibration table's impostor statistics and, for a profile, its fitted weights; equal
+    weights for the other combinations) for several; the peer: minus Euclidean."""
     if system == PEER:
 
         def euclid(a: list, b: list) -> np.ndarray:
@@ -431,12 +441,13 @@ def similarity_matrix(system: str) -> Callable[[list, list], np.ndarray]:
     models = SYSTEMS[system]
     table = load_table()["models"]
     stats = {m: table[m.removesuffix("-int8")] for m in models}
+    weights = load_table()["fused"].get(system, {}).get("weights")
 
     def ours(a: list, b: list) -> np.ndarray:
         per_model = {m: 1.0 - np.stack([e[m] for e in a]) @ np.stack([e[m] for e in b]).T for m in models}
         if len(models) == 1:
             return 1.0 - per_model[models[0]]
-        return -fused_distance_from_stats(per_model, stats)
+        return -fused_distance_from_stats(per_model, stats, weights)
 
     return ours
 

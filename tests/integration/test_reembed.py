@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from tests.integration.conftest import ROOT, wait_for
 from tests.photos import astronaut, encode, group, hopper
 
-SFACE, FACENET = "sface-2021dec", "facenet-keras-2024"
+SFACE, DLIB = "sface-2021dec", "dlib-resnet-v1"
 NS = "reembed"
 
 
@@ -116,9 +116,9 @@ def test_reembed_restores_vectors_and_names_stranded_faces(client, api_key, work
     assert stranded["error"]["code"] == "FACE_HAS_NO_EMBEDDING"
 
     # Running it again finds nothing left to do but still names the stranded face; another profile adds
-    # its own vectors (FaceNet for `accurate`) next to SFace's.
+    # its own vectors (dlib's for `accurate`) next to SFace's.
     again = reembed("--namespace", NS)
     assert again.returncode == 1 and "nothing to re-embed" in again.stdout, again.stdout
     accurate = reembed("--namespace", NS, "--profile", "accurate")
     assert "queued 1 face(s)" in accurate.stdout, accurate.stdout + accurate.stderr
-    assert set(vectors([eileen_face, grace_face], FACENET)) == {eileen_face}
+    assert set(vectors([eileen_face, grace_face], DLIB)) == {eileen_face}

@@ -38,7 +38,7 @@ def test_get_pipeline_is_cached_per_settings(accurate: FacePipeline) -> None:
     fast = get_pipeline(settings(embedding_profile="fast", int8_embeddings=False))
     assert fast is not accurate
     assert [e.model_id for e in fast.embedders] == ["sface-2021dec"]
-    assert [e.model_id for e in accurate.embedders] == ["facenet-keras-2024", "sface-2021dec"]
+    assert [e.model_id for e in accurate.embedders] == ["sface-2021dec", "dlib-resnet-v1"]
 
 
 def test_group_photo(accurate: FacePipeline) -> None:
@@ -49,7 +49,7 @@ def test_group_photo(accurate: FacePipeline) -> None:
     for face in faces:
         x1, y1, x2, y2 = face.box
         assert 0 <= x1 < x2 and 0 <= y1 < y2
-        assert set(face.embeddings) == {"facenet-keras-2024", "sface-2021dec"}
+        assert set(face.embeddings) == {"sface-2021dec", "dlib-resnet-v1"}
         for vector in face.embeddings.values():
             assert vector.shape == (128,) and vector.dtype == np.float32
             assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)

@@ -28,8 +28,8 @@ def test_parameters() -> None:
     [
         ("fast", False, ("sface-2021dec",)),
         ("fast", True, ("sface-2021dec",)),  # int8 applies to FaceNet only
-        ("accurate", False, ("facenet-keras-2024", "sface-2021dec")),
-        ("accurate", True, ("facenet-keras-2024-int8", "sface-2021dec")),
+        ("accurate", False, ("sface-2021dec", "dlib-resnet-v1")),
+        ("accurate", True, ("sface-2021dec", "dlib-resnet-v1")),
         ("facenet", False, ("facenet-keras-2024",)),
         ("facenet", True, ("facenet-keras-2024-int8",)),
         ("facenet-dlib", False, ("facenet-keras-2024", "dlib-resnet-v1")),

@@ -3,7 +3,7 @@
 Distances are cosine distances, 1 - a.b of L2-normalised embeddings (0 = identical, 2 = opposite).
 Table keys are embedding model ids ("sface-2021dec", "facenet-keras-2024", "dlib-resnet-v1") and the
 names of fused profiles ("accurate", "facenet-dlib"; see workers/recognition/profiles.py), whose distance
-is the mean of the per-model z-scores (`fused_distance`). The table (calibration.json) is written by
+is the weighted mean of the per-model z-scores (`fused_distance`; weights fitted by tools/calibrate.py). The table (calibration.json) is written by
 tools/calibrate.py from identity-labelled photos run through our own pipeline.
 
 Confidence is a logistic fit of P(same | distance) with genuine and impostor pairs weighted equally,
@@ -83,14 +83,21 @@ def identification_threshold(model_key: str, fpir: float, gallery_size: int) -> 
 
 
 def fused_distance_from_stats(
-    distances: dict[str, np.ndarray], stats: dict[str, dict[str, float]]
+    distances: dict[str, np.ndarray],
+    stats: dict[str, dict[str, float]],
+    weights: dict[str, float] | None = None,
 ) -> np.ndarray:
-    """Mean over models of (d - impostor mean) / impostor std: negative = closer than a typical stranger."""
-    z = [
-        (np.asarray(d, dtype=np.float64) - stats[m]["impostor_mean"]) / stats[m]["impostor_std"]
+    """Weighted mean over models of (d - impostor mean) / impostor std (equal weights by default):
+    negative = closer than a typical stranger."""
+    weights = weights or {m: 1.0 for m in distances}
+    total = sum(weights[m] for m in distances)
+    return sum(
+        weights[m]
+        / total
+        * (np.asarray(d, dtype=np.float64) - stats[m]["impostor_mean"])
+        / stats[m]["impostor_std"]
         for m, d in distances.items()
-    ]
-    return np.mean(z, axis=0)
+    )
 
 
 def fused_distance(key: str, distances: dict[str, np.ndarray]) -> np.ndarray:
@@ -103,7 +110,7 @@ def fused_distance(key: str, distances: dict[str, np.ndarray]) -> np.ndarray:
     if missing:
         raise KeyError(f"fused distance needs {sorted(missing)}")
     stats = {m: load_table()["models"][m] for m in models}
-    return fused_distance_from_stats({m: distances[m] for m in models}, stats)
+    return fused_distance_from_stats({m: distances[m] for m in models}, stats, fused[key].get("weights"))
 
 
 # --- fitting, used by tools/calibrate.py -----------------------------------------------------------
