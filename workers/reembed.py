@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from facequeue.settings import Settings
@@ -158,6 +158,6 @@ def reembed_image(image_uid: str, profile: str, settings: Settings) -> str:
                 if (uid, model) not in have:
                     vector = np.asarray(face.embeddings[model], dtype="<f4").tobytes()
                     session.merge(Embedding(face_uid=uid, model_id=model, vector=vector))
-            # Namespace indexes catch up on updated_at: the new vectors reach them at the next search.
-            session.get(Face, uid).updated_at = utcnow()
+        # Namespace indexes catch up on updated_at: the new vectors reach them at the next search.
+        session.execute(update(Face).where(Face.uid.in_([f[0] for f in todo])).values(updated_at=utcnow()))
     return f"embedded {len(todo)} faces"
