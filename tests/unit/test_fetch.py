@@ -60,7 +60,7 @@ def test_registry_pins_full_hashes() -> None:
         assert spec.package or spec.url, spec.name
     # The 68-point predictor's training data is non-commercial: never part of the default pack.
     assert "shape_predictor_68" not in default_names()
-    assert {"yunet", "facenet", "dlib_resnet", "age", "gender"} <= set(default_names())
+    assert {"yunet", "sface", "facenet", "dlib_resnet", "age", "gender"} <= set(default_names())
 
 
 def test_registry_hashes_match_shared_mirror() -> None:

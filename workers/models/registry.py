@@ -66,7 +66,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="facenet",
-            role="embedding 128-D (accurate)",
+            role="embedding 128-D (profiles facenet, facenet-dlib)",
             file="facenet_keras_2024.h5",
             sha256="92c3c3f568c43bef41c0e3d2d6ca50b91f46e103bf471acbca5a2d77ea1f17e3",
             size=92485920,
@@ -88,7 +88,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="dlib_resnet",
-            role="embedding 128-D (optional profiles)",
+            role="embedding 128-D (accurate, facenet-dlib)",
             file="dlib_face_recognition_resnet_model_v1.dat",
             sha256="55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30",
             size=22466066,
