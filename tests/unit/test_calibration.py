@@ -77,3 +77,11 @@ def test_fits_on_synthetic_distances() -> None:
     assert not thresholds["0.001"]["extrapolated"] and thresholds["1e-05"]["extrapolated"]
     assert set(thresholds) == {f"{f:g}" for f in TABLE_FMRS}
     assert abs(thresholds["1e-05"]["threshold"] - (0.9 - 0.426)) < 0.02
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_face_is_surely_itself(key: str) -> None:
+    from workers.recognition.calibration import identical_distance
+
+    assert confidence(key, np.array([identical_distance(key)]))[0] > 0.99
+    assert identical_distance(key) < threshold(key, 1e-5)

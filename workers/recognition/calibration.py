@@ -113,6 +113,15 @@ def fused_distance(key: str, distances: dict[str, np.ndarray]) -> np.ndarray:
     return fused_distance_from_stats({m: distances[m] for m in models}, stats, fused[key].get("weights"))
 
 
+def identical_distance(key: str) -> float:
+    """A face's distance to itself: 0 for one model; for a fused profile, the fused score of zero distances
+    (far below 0, which is a typical stranger's)."""
+    fused = load_table()["fused"]
+    if key not in fused:
+        return 0.0
+    return float(fused_distance(key, {m: np.zeros(1) for m in fused[key]["models"]})[0])
+
+
 # --- fitting, used by tools/calibrate.py -----------------------------------------------------------
 
 
