@@ -160,7 +160,8 @@ def face_features(cache: Path) -> dict[str, dict]:
 
     items, pairs = collect()
     paths = sorted({p for _, _, p in items} | {p for a, b, _ in pairs for p in (a, b)})
-    pipeline = get_pipeline(get_settings())
+    # Genuine-pair outcomes are FaceNet's (the table's `model`): embed with the facenet profile.
+    pipeline = get_pipeline(get_settings().model_copy(update={"embedding_profile": "facenet"}))
     out: dict[str, dict] = {}
     start = time.perf_counter()
     for i, path in enumerate(paths):

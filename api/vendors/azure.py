@@ -45,7 +45,7 @@ from schema.tables import AzureEntry, Face, Image, Namespace, Person, RecognizeJ
 from workers.pipeline.landmark_sets import AZURE27
 from workers.pipeline.quality_checks import PITCH_FRONTAL
 from workers.recognition import calibration
-from workers.recognize import calibration_key, profile_models
+from workers.recognize import calibration_key
 
 log = logging.getLogger(__name__)
 PREFIX = "/face/v1.0"
@@ -557,9 +557,9 @@ async def detect(request: Request, session: Db) -> JSONResponse:
 
 
 def _self_confidence() -> float:
-    """Calibrated confidence of distance 0 (a face verified against itself)."""
-    key = calibration_key(profile_models(get_settings()))
-    return round(float(calibration.confidence(key, np.array([0.0]))[0]), 4)
+    """Calibrated confidence of a face verified against itself (distance 0; fused profiles: their own zero)."""
+    key = calibration_key(get_settings())
+    return round(float(calibration.confidence(key, np.array([calibration.identical_distance(key)]))[0]), 4)
 
 
 @router.post(

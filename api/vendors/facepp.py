@@ -50,7 +50,7 @@ from schema.tables import Face, FaceppFaceSet, FaceppUserId, Image, Namespace, P
 from workers.pipeline.attributes import SMILE_HAPPY
 from workers.pipeline.quality_checks import PITCH_FRONTAL
 from workers.recognition import calibration
-from workers.recognize import calibration_key, profile_models
+from workers.recognize import calibration_key
 
 log = logging.getLogger(__name__)
 PREFIX = "/facepp/v3"
@@ -521,7 +521,7 @@ def detect_faces(
 
 
 def thresholds() -> dict[str, float]:
-    key = calibration_key(profile_models(get_settings()))
+    key = calibration_key(get_settings())
     return {
         name: round(float(calibration.confidence(key, calibration.threshold(key, fmr))) * 100, 3)
         for name, fmr in FMR_KEYS.items()
@@ -735,8 +735,8 @@ async def compare(request: Request, session: Db, form: FormData, started: float)
     tenant = await run_in_threadpool(tenant_of, session, request, form)
     (face1, image1), (face2, image2) = [await query_face(session, tenant, request, form, s) for s in "12"]
     if face1.uid == face2.uid:
-        key = calibration_key(profile_models(get_settings()))
-        confidence = float(calibration.confidence(key, 0.0))  # the same face: distance 0
+        key = calibration_key(get_settings())
+        confidence = float(calibration.confidence(key, calibration.identical_distance(key)))
     else:
         matches = await run_recognition(session, tenant, face1.uid, [face2.uid], 1)
         confidence = matches[0]["confidence"] if matches else 0.0

@@ -75,7 +75,12 @@ def test_quality_for_recognition_predicts_genuine_acceptance() -> None:
     folder = DATA / "identity" / "cacd_vs"
     with open(folder / "pairs.csv") as f:
         genuine = [(r["image_a"], r["image_b"]) for r in csv.DictReader(f) if r["same"] == "1"][:100]
-    pipeline = get_pipeline(get_settings().model_copy(update={"providers": "CPUExecutionProvider"}))
+    # The quality levels were fitted on FaceNet outcomes: measure them with FaceNet vectors.
+    pipeline = get_pipeline(
+        get_settings().model_copy(
+            update={"providers": "CPUExecutionProvider", "embedding_profile": "facenet"}
+        )
+    )
 
     def analyse(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
         found = pipeline.analyse(rgb, {"bestface", "classifiers"})
