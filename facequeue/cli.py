@@ -86,7 +86,7 @@ def cmd_reembed(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from schema.db import session_scope
-    from workers.celery_app import enqueue_reembed
+    from workers.celery_app import BULK_QUEUE, enqueue_reembed
     from workers.reembed import plan, remaining
 
     settings = get_settings()
@@ -111,7 +111,9 @@ def cmd_reembed(args: argparse.Namespace) -> None:
         raise SystemExit(1 if work.stranded else 0)
     for image_uid in work.images:
         enqueue_reembed(image_uid, profile)
-    print(f"queued {work.faces} face(s) in {len(work.images)} image(s){where} on the 'batch' queue")
+    print(
+        f"queued {work.faces} face(s) in {len(work.images)} image(s){where} on the bulk queue '{BULK_QUEUE}'"
+    )
     if args.no_wait:
         return
     last_change, done = time.monotonic(), 0
@@ -126,7 +128,7 @@ def cmd_reembed(args: argparse.Namespace) -> None:
             elif time.monotonic() - last_change > args.stall_s:
                 raise SystemExit(
                     f"no progress for {args.stall_s:.0f} s with {work.faces - done} face(s) left: are workers "
-                    "consuming the 'batch' queue? Run the command again to queue what is still missing."
+                    "consuming the bulk queue? Run the command again to queue what is still missing."
                 )
     print(f"done: {work.faces} face(s) have {profile!r} vectors")
     if work.stranded:
