@@ -71,10 +71,12 @@ def retry_outage(action: Callable[[], T], within_s: float) -> T:
         try:
             return action()
         except Exception as error:
-            if not is_outage(error) or time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if not is_outage(error) or remaining <= 0:
                 raise
-            log.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, delay)
-            time.sleep(delay)
+            pause = min(delay, remaining)  # the whole budget is used: the last try comes at the deadline
+            log.warning("database unavailable (%s); retrying in %.1fs", type(error).__name__, pause)
+            time.sleep(pause)
             delay = min(2.0, delay * 2)
 
 
