@@ -106,7 +106,8 @@ def test_kill_mid_run_then_resume_does_every_image_exactly_once(
 ) -> None:  # type: ignore[no-untyped-def]
     folder = tmp_path / "photos"
     (folder / "deep").mkdir(parents=True)
-    photos = variants(astronaut(), 4) + variants(hopper(), 4) + variants(group(), 2)
+    # Enough photos that both interruptions land mid-run, even on a fast machine.
+    photos = variants(astronaut(), 12) + variants(hopper(), 12) + variants(group(), 6)
     for i, data in enumerate(photos):
         (folder / ("deep" if i % 2 else "") / f"img{i}").write_bytes(data)  # no extensions: by content
     (folder / "readme.txt").write_text("not a photo")
