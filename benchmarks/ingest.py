@@ -159,7 +159,7 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
         )
         for _ in range(300):
             try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/health/live", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

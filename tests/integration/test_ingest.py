@@ -62,7 +62,7 @@ def api_url(database: str) -> Iterator[str]:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/health/live", timeout=2).status_code == 200:
                 break
         except httpx.TransportError:
             time.sleep(0.3)
@@ -126,9 +126,8 @@ def test_kill_mid_run_then_resume_does_every_image_exactly_once(
 
     # Ctrl-C: stops at once with the documented code, what finished is kept.
     interrupted = cli(api_url, ingest_key, *args)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and len(out.read_text().splitlines()) < finished_before + 1:
-        time.sleep(0.1)
+    time.sleep(1.5)  # running: started, and far from through the photos left
+    assert interrupted.poll() is None, interrupted.communicate()
     interrupted.send_signal(signal.SIGINT)
     assert interrupted.wait(timeout=15) == 130
     assert "run the same command again to resume" in interrupted.stderr.read()
