@@ -125,8 +125,10 @@ def test_kill_mid_run_then_resume_does_every_image_exactly_once(
     assert 3 <= finished_before < len(photos), "the kill must land mid-run"
 
     # Ctrl-C: stops at once with the documented code, what finished is kept.
-    interrupted = cli(api_url, ingest_key, *args)
-    time.sleep(1.5)  # running: started, and far from through the photos left
+    # One upload at a time, so that the photos left (27 or so) outlast the second: with the several workers
+    # an integration session runs, two at a time can finish them before the signal comes.
+    interrupted = cli(api_url, ingest_key, *args[:-2], "--concurrency", "1")
+    time.sleep(1.0)
     assert interrupted.poll() is None, interrupted.communicate()
     interrupted.send_signal(signal.SIGINT)
     assert interrupted.wait(timeout=15) == 130
