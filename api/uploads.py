@@ -262,7 +262,7 @@ def _new_image(
             return existing  # a repeat adds no work: answered even when the queue is full
     queue_limiter().admit(session, tenant.id, image.queue, settings)
     if data is not None:  # a new job's bytes (brought back if the retention setting dropped them)
-        put_blob(session, settings, data)
+        put_blob(session, settings, data, image.sha256)
     if batch:
         ensure_batch(session, tenant.id, batch)
     if options.get("callback_url"):
