@@ -144,9 +144,13 @@ def cmd_api(args: argparse.Namespace) -> None:
     uvicorn.run("api.app:create_app", factory=True, host=args.host, port=args.port, workers=args.workers)
 
 
-def worker_command(extra: list[str]) -> list[str]:
-    from workers.celery_app import WORKER_QUEUES
+def worker_command(extra: list[str], interactive_only: bool = False) -> list[str]:
+    from workers.celery_app import BULK_QUEUE, WORKER_QUEUES
 
+    queues = [q for q in WORKER_QUEUES if not (interactive_only and q == BULK_QUEUE)]
+    named = any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in extra)
+    if interactive_only and not named:  # beside a full worker on the same host: a node name of its own
+        extra = ["--hostname", "interactive@%h", *extra]
     return [
         sys.executable,
         "-m",
@@ -155,7 +159,7 @@ def worker_command(extra: list[str]) -> list[str]:
         "workers.celery_app",
         "worker",
         "-Q",
-        ",".join(WORKER_QUEUES),  # this order is the preference order (interactive first, bulk last)
+        ",".join(queues),  # this order is the preference order (interactive first, bulk last)
         "--loglevel",
         "INFO",
         # Gossip and mingle only share state between workers, which ours never need; gossip's restart
@@ -167,7 +171,7 @@ def worker_command(extra: list[str]) -> list[str]:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
-    os.execv(sys.executable, worker_command(args.celery_args))
+    os.execv(sys.executable, worker_command(args.celery_args, args.interactive_only))
 
 
 def cmd_flower(args: argparse.Namespace) -> None:
@@ -257,9 +261,13 @@ def main(argv: list[str] | None = None) -> None:
     api.set_defaults(func=cmd_api)
 
     # Every further argument (--concurrency 4, --pool solo, ...) goes to `celery worker` as it is.
-    sub.add_parser("worker", help="a Celery worker; extra arguments go to celery").set_defaults(
-        func=cmd_worker
+    worker = sub.add_parser("worker", help="a Celery worker; extra arguments go to celery")
+    worker.add_argument(
+        "--interactive-only",
+        action="store_true",
+        help="leave the bulk queue alone: an interactive lane that never waits behind a bulk job",
     )
+    worker.set_defaults(func=cmd_worker)
 
     flower = sub.add_parser("flower", help="Flower, watching the same broker")
     flower.add_argument("--port", type=int, default=5555)

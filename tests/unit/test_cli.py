@@ -22,6 +22,22 @@ def test_worker_passes_celery_options_through(monkeypatch: pytest.MonkeyPatch) -
     assert seen[0][seen[0].index("-A") + 1] == "workers.celery_app"
 
 
+def test_interactive_lane_leaves_the_bulk_queue_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.celery_app import BULK_QUEUE, IMAGES_QUEUE
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda _exe, argv: seen.append(argv))
+    cli.main(["worker"])
+    cli.main(["worker", "--interactive-only", "--concurrency", "1"])
+    cli.main(["worker", "--interactive-only", "-n", "lane@host"])
+    full, lane, named = (argv[argv.index("-Q") + 1].split(",") for argv in seen)
+    assert full[0] == IMAGES_QUEUE and full[-1] == BULK_QUEUE
+    assert lane == full[:-1] == named
+    # A node name of its own beside a full worker on the same host, unless the caller named it.
+    assert seen[1][seen[1].index("--hostname") + 1] == "interactive@%h"
+    assert "--hostname" not in seen[2] and seen[2][-2:] == ["-n", "lane@host"]
+
+
 def test_other_commands_refuse_unknown_options() -> None:
     with pytest.raises(SystemExit):
         cli.main(["migrate", "--nope"])

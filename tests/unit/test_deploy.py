@@ -40,7 +40,9 @@ def config(env_file: Path) -> dict:
 
 def test_compose_config_validates_with_the_example_env() -> None:
     services = config(ROOT / "deploy" / "env.example")["services"]
-    assert {"postgres", "redis", "migrate", "models", "api", "worker", "flower"} <= set(services)
+    assert {"postgres", "redis", "migrate", "models", "api", "worker", "worker-interactive", "flower"} <= set(
+        services
+    )
     for name, service in services.items():
         if name in ONE_SHOT:
             assert service["restart"] == "no", name
