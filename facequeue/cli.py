@@ -170,7 +170,14 @@ def worker_command(extra: list[str], interactive_only: bool = False) -> list[str
     ]
 
 
+def lower_priority() -> None:
+    """A worker that takes bulk work yields the CPU to request handling (FACEQUEUE_WORKER_NICE)."""
+    os.nice(get_settings().worker_nice)
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
+    if not args.interactive_only:
+        lower_priority()
     os.execv(sys.executable, worker_command(args.celery_args, args.interactive_only))
 
 
@@ -215,7 +222,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # The embedded broker and SQLite suit one worker process; production scales workers instead.
     pool = ["--pool", "solo"] if settings.embedded else ["--concurrency", str(args.concurrency)]
     # Its own process group, so that stopping it reaches the pool children too.
-    worker = subprocess.Popen(worker_command(pool), start_new_session=True)
+    worker = subprocess.Popen(worker_command(pool), start_new_session=True, preexec_fn=lower_priority)
     try:
         print(
             f"facequeue serving on http://{args.host}:{args.port}/ (web console; API docs at /docs)",

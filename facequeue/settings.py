@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     batch_max_jobs: int = 1
     batch_wait_ms: int = 20
 
+    # Workers that take bulk work run at this lower CPU priority (nice; 0 = unchanged), so on a shared host
+    # the api, the databases and interactive-only workers are served first while a backlog drains.
+    worker_nice: int = Field(10, ge=0, le=19)
+
     # Metrics: each worker serves Prometheus /metrics on this port (0 = off); api and worker processes
     # share their counters through files in metrics_dir (default: a fresh temporary folder per launch).
     worker_metrics_port: int = 9808

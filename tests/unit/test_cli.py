@@ -38,6 +38,21 @@ def test_interactive_lane_leaves_the_bulk_queue_alone(monkeypatch: pytest.Monkey
     assert "--hostname" not in seen[2] and seen[2][-2:] == ["-n", "lane@host"]
 
 
+def test_workers_taking_bulk_work_yield_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    niced: list[int] = []
+    monkeypatch.setattr(os, "execv", lambda _exe, _argv: None)
+    monkeypatch.setattr(os, "nice", niced.append)
+    monkeypatch.setenv("FACEQUEUE_WORKER_NICE", "7")
+    cli.get_settings.cache_clear()
+    try:
+        cli.main(["worker", "--interactive-only"])
+        assert niced == []  # the interactive lane keeps the api's priority
+        cli.main(["worker"])
+        assert niced == [7]
+    finally:
+        cli.get_settings.cache_clear()
+
+
 def test_other_commands_refuse_unknown_options() -> None:
     with pytest.raises(SystemExit):
         cli.main(["migrate", "--nope"])
