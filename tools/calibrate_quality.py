@@ -425,7 +425,12 @@ def fit_recognition(features: dict[str, dict], profile: str, previous: dict | No
             name: evaluate(predict(model, x), trials, accepted, rows) for name, rows in splits
         },
     }
-    if previous and list(previous.get("features", [])) == list(FEATURES) and "by_predicted_level" in previous:
+    unchanged = previous and all(previous.get(k) == v for k, v in model.items())
+    if unchanged and "previous_model_on_this_fit" in previous:  # a rerun keeps the comparison it made
+        report["previous_model_on_this_fit"] = previous["previous_model_on_this_fit"]
+    elif (
+        previous and list(previous.get("features", [])) == list(FEATURES) and "by_predicted_level" in previous
+    ):
         # The model this one replaces, scored on the same faces and outcomes (this profile's).
         report["previous_model_on_this_fit"] = {
             "model": previous.get("model"),
