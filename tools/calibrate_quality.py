@@ -9,15 +9,21 @@ level boundaries are the median measurement over all faces at a boundary degrada
   exposure under <= -1.5 EV < good < +1.5 EV <= over (from the photo as published)
 
 recognition: every identity-labelled photo (tools/calibrate.py's sets) goes through the pipeline with
-`classifiers`; a face's outcome is the fraction of its genuine pairs accepted at FMR 1e-3 (FaceNet
-cosine distance, workers/recognition/calibration.json). A binomial logistic model on the face's own
+`classifiers`; a face's outcome is the fraction of its genuine pairs accepted at FMR 1e-3 by an embedding
+profile (--profile, default the service's default profile; its distance and FMR 1e-3 threshold from
+workers/recognition/calibration.json). Each identity-labelled photo also gets one degraded copy (`degrade`:
+blur, noise, exposure or a smaller face, at a random strength), scored by its pairs with the person's other
+photos, so the fit sees what a degradation does to acceptance. A binomial logistic model on the face's own
 measurements (blur, exposure, noise, |yaw|, |pitch|, log face size, detection score) predicts that
-fraction; degradations may not raise it (their coefficients are held <= 0: noise and pose, which on
-these sets went with better outcomes, drop out). quality_for_recognition is high when the prediction is
->= 0.5 ("accepted most of the time"), medium from 0.25, low below. CACD-VS is left out of the fit.
-Features are cached (--cache); the first run embeds about 3,000 photos (about 10 min on a quiet core).
+fraction; degradations may not raise it (their coefficients are held <= 0: one whose free fit comes out
+positive drops out, as pose did). quality_for_recognition is high when the prediction is
+>= 0.5 ("accepted most of the time"), medium from 0.25, low below. Left out of the fit and reported
+apart: CACD-VS, and one identity in four of the other sets (by a hash of the identity).
+Features are cached per profile (--cache); the first run embeds about 3,000 photos and 1,500 copies
+(about 12 min on a quiet core). The report also scores the model the table held before
+(`previous_model_on_this_fit`) on the same faces and outcomes, so a refit shows what it changed.
 
-    python tools/calibrate_quality.py levels|recognition|all [--no-write]
+    python tools/calibrate_quality.py levels|recognition|all [--profile fast] [--no-write]
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import io
 import json
 import sys
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,8 +43,11 @@ from PIL import Image, ImageFilter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from facequeue.settings import get_settings  # noqa: E402
 from workers.pipeline import attributes  # noqa: E402
 from workers.pipeline.attributes import QUALITY_CALIBRATION_PATH, image_quality  # noqa: E402
+from workers.recognition.calibration import fused_distance, threshold  # noqa: E402
+from workers.recognition.profiles import PROFILES, calibration_key, profile_models  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 FACE_PX = 112  # face box width the ladders are defined at
@@ -69,7 +79,6 @@ def level_photos() -> list[np.ndarray]:
 
 def face_crops(photos: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(grey crop, box) per photo: the best face, resampled so its box is FACE_PX wide, with context."""
-    from facequeue.settings import get_settings
     from workers.pipeline.analyse import get_pipeline
 
     detector = get_pipeline(get_settings()).detector
@@ -148,49 +157,96 @@ def fit_levels(measured: dict[str, np.ndarray]) -> dict:
 # ---------------------------------------------------------------- recognition usefulness
 
 
-def face_features(cache: Path) -> dict[str, dict]:
-    """Per photo: FaceNet embedding and the measured features of the best face (cached)."""
-    if cache.exists():
-        return json.loads(cache.read_text())
-    from calibrate import PAD_BELOW, collect  # tools/calibrate.py
-
-    from facequeue.settings import get_settings
-    from workers.pipeline.analyse import get_pipeline
+def _load(path: Path) -> np.ndarray:
     from workers.pipeline.decode import decode_image
 
+    if path.suffix == ".pgm":  # ORL greyscale; the service does not accept PGM uploads
+        return np.asarray(Image.open(path).convert("RGB"))
+    return decode_image(path.read_bytes(), 50_000_000, 50_000_000).rgb
+
+
+def _measure(pipeline, rgb: np.ndarray, profile: str) -> dict | None:  # noqa: ANN001 - a Pipeline
+    """The profile's embeddings and the measured features of the best face, or None without a face."""
+    from calibrate import PAD_BELOW  # tools/calibrate.py
+
+    if max(rgb.shape[:2]) < PAD_BELOW:  # tight crops get context, as tools/calibrate.py gives them
+        pad = max(rgb.shape[:2]) // 2
+        rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    faces = pipeline.analyse(rgb, {"bestface", "classifiers"}, {"detection_mode": "fast"})
+    if not faces:
+        return None
+    tags = {t.name: t.value for t in faces[0].tags}
+    return {
+        "embeddings": {
+            model: [round(float(v), 6) for v in faces[0].embeddings[model]]
+            for model in profile_models(profile)
+        },
+        "blur": float(tags["blur value"]),
+        "exposure": float(tags["exposure value"]),
+        "noise": float(tags["noise value"]),
+        "yaw": float(tags["yaw"]),
+        "pitch": float(tags["pitch"]),
+        "size": float(tags["face_size"]),
+        "detection_score": faces[0].score,
+    }
+
+
+def degrade(rgb: np.ndarray, face_px: float, seed: int) -> np.ndarray:
+    """One random degradation of a random strength: blur, added noise, an exposure shift or a smaller face.
+
+    The photo sets vary little in blur, noise and exposure, and face size goes with how hard a set is (LAG's
+    small crops span decades of age): fitted on them alone, the model learns the set, not the degradation.
+    """
+    rng = np.random.default_rng(seed)
+    kind = ("blur", "noise", "exposure", "small")[seed % 4]
+    if kind == "small" and face_px > 30:
+        factor = rng.uniform(20, min(60, face_px)) / face_px
+        size = (max(round(rgb.shape[1] * factor), 1), max(round(rgb.shape[0] * factor), 1))
+        return np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
+    if kind == "noise":
+        return np.clip(rgb + rng.normal(0, rng.uniform(4, 30), rgb.shape), 0, 255).astype(np.uint8)
+    if kind == "exposure":
+        ev = rng.uniform(-3.5, -1.0) if rng.random() < 0.6 else rng.uniform(1.0, 2.5)
+        return (np.clip((rgb / 255.0) ** 2.2 * 2.0**ev, 0, 1) ** (1 / 2.2) * 255).round().astype(np.uint8)
+    sigma = rng.uniform(0.5, 4.0) * face_px / FACE_PX  # blur, sigma in px at a FACE_PX-wide face
+    return np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(sigma)))
+
+
+DEGRADED = "#degraded"  # key suffix of a photo's degraded copy
+
+
+def face_features(cache: Path, profile: str) -> dict[str, dict]:
+    """Per photo, and per degraded copy of each identity-labelled photo (key + DEGRADED): the profile's
+    embeddings and the measured features of the best face (cached)."""
+    from calibrate import collect  # tools/calibrate.py
+
+    from workers.pipeline.analyse import get_pipeline
+
+    out: dict[str, dict | None] = json.loads(cache.read_text()) if cache.exists() else {}  # None: no face
     items, pairs = collect()
     paths = sorted({p for _, _, p in items} | {p for a, b, _ in pairs for p in (a, b)})
-    # Genuine-pair outcomes are FaceNet's (the table's `model`): embed with the facenet profile.
-    pipeline = get_pipeline(get_settings().model_copy(update={"embedding_profile": "facenet"}))
-    out: dict[str, dict] = {}
+    labelled = sorted({p for _, _, p in items})
+    pipeline = get_pipeline(get_settings().model_copy(update={"embedding_profile": profile}))
+    todo = len(out)
     start = time.perf_counter()
-    for i, path in enumerate(paths):
-        if path.suffix == ".pgm":
-            rgb = np.asarray(Image.open(path).convert("RGB"))
-        else:
-            rgb = decode_image(path.read_bytes(), 50_000_000, 50_000_000).rgb
-        if max(rgb.shape[:2]) < PAD_BELOW:
-            pad = max(rgb.shape[:2]) // 2
-            rgb = np.pad(rgb, ((pad, pad), (pad, pad), (0, 0)), mode="edge")
-        faces = pipeline.analyse(rgb, {"bestface", "classifiers"}, {"detection_mode": "fast"})
-        if faces:
-            face = faces[0]
-            tags = {t.name: t.value for t in face.tags}
-            out[str(path)] = {
-                "embedding": [round(float(v), 6) for v in face.embeddings["facenet-keras-2024"]],
-                "blur": float(tags["blur value"]),
-                "exposure": float(tags["exposure value"]),
-                "noise": float(tags["noise value"]),
-                "yaw": float(tags["yaw"]),
-                "pitch": float(tags["pitch"]),
-                "size": float(tags["face_size"]),
-                "detection_score": face.score,
-            }
+    for i, path in enumerate(paths + labelled):
+        key = str(path) if i < len(paths) else str(path) + DEGRADED
+        original = out.get(str(path))
+        if key in out or (key.endswith(DEGRADED) and original is None):
+            continue
+        rgb = _load(path)
+        if original is not None:
+            rgb = degrade(rgb, original["size"], zlib.crc32(str(path).encode()))
+        out[key] = _measure(pipeline, rgb, profile)
         if (i + 1) % 500 == 0:
-            print(f"  {i + 1}/{len(paths)} photos ({time.perf_counter() - start:.0f} s)", flush=True)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps(out))
-    return out
+            print(
+                f"  {i + 1}/{len(paths) + len(labelled)} photos ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+    if len(out) > todo:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps(out))
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def feature_matrix(rows: list[dict]) -> np.ndarray:
@@ -210,14 +266,22 @@ def feature_matrix(rows: list[dict]) -> np.ndarray:
     )
 
 
-def genuine_outcomes(features: dict[str, dict]) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Per face: genuine pairs and how many are accepted at FMR 1e-3 (FaceNet)."""
+def profile_distance(profile: str, a: dict, b: dict) -> float:
+    """The distance the profile's recognition compares: cosine for one model, the fused score for several."""
+    cosine = {m: 1.0 - float(np.dot(a["embeddings"][m], b["embeddings"][m])) for m in profile_models(profile)}
+    if len(cosine) == 1:
+        return next(iter(cosine.values()))
+    return float(fused_distance(calibration_key(profile), {m: np.array([d]) for m, d in cosine.items()})[0])
+
+
+def genuine_outcomes(
+    features: dict[str, dict], profile: str
+) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """Per face: genuine pairs and how many the profile accepts at FMR 1e-3."""
     from calibrate import collect
 
-    from workers.recognition.calibration import threshold
-
     items, listed = collect()
-    cut = threshold("facenet-keras-2024", 1e-3)
+    cut = threshold(calibration_key(profile), 1e-3)
     genuine: set[tuple[str, str]] = set()
     groups: dict[tuple[str, str], list[str]] = defaultdict(list)
     for dataset, identity, path in items:
@@ -228,15 +292,32 @@ def genuine_outcomes(features: dict[str, dict]) -> tuple[list[str], np.ndarray, 
     genuine |= {
         (str(a), str(b)) for a, b, same in listed if same and str(a) in features and str(b) in features
     }
+    # A degraded copy is paired with the other photos of its identity (not its own original); only its own
+    # outcome counts, so the originals' outcomes stay those of the photos as published.
+    copies = {
+        (a + DEGRADED, b)
+        for members in groups.values()
+        for a in members
+        for b in members
+        if a != b and a + DEGRADED in features
+    }
+    group_of = {
+        path: f"{dataset}/{identity}" for (dataset, identity), members in groups.items() for path in members
+    }
     trials: dict[str, int] = defaultdict(int)
     accepted: dict[str, int] = defaultdict(int)
     for a, b in genuine:
-        distance = 1.0 - float(np.dot(features[a]["embedding"], features[b]["embedding"]))
+        distance = profile_distance(profile, features[a], features[b])
         for key in (a, b):
             trials[key] += 1
             accepted[key] += int(distance <= cut)
+    for a, b in copies:
+        trials[a] += 1
+        accepted[a] += int(profile_distance(profile, features[a], features[b]) <= cut)
     keys = sorted(trials)
-    return keys, np.array([trials[k] for k in keys]), np.array([accepted[k] for k in keys])
+    # Identity of each face (listed pairs without one: the photo itself), for a held-out split by person.
+    labels = [group_of.get(k.removesuffix(DEGRADED), k) for k in keys]
+    return keys, labels, np.array([trials[k] for k in keys]), np.array([accepted[k] for k in keys])
 
 
 def fit_binomial(x: np.ndarray, trials: np.ndarray, accepted: np.ndarray, l2: float = 1e-2) -> np.ndarray:
@@ -255,7 +336,7 @@ def fit_binomial(x: np.ndarray, trials: np.ndarray, accepted: np.ndarray, l2: fl
 
 
 # Degradations may not raise predicted usefulness: their coefficients are kept <= 0 (a feature whose free
-# fit comes out positive, e.g. noise that goes with sharper photos in these sets, is left out and refitted).
+# fit comes out positive, e.g. pose on these sets, is left out and refitted).
 NON_POSITIVE = ("blur", "exposure_offset", "noise", "abs_yaw", "abs_pitch")
 
 
@@ -270,39 +351,92 @@ def fit_monotone(z: np.ndarray, trials: np.ndarray, accepted: np.ndarray) -> np.
         active[max(wrong, key=lambda i: w[i])] = False
 
 
-def fit_recognition(features: dict[str, dict]) -> dict:
-    keys, trials, accepted = genuine_outcomes(features)
+def predict(model: dict, x: np.ndarray) -> np.ndarray:
+    """A fitted model's predicted share of accepted genuine pairs (as attributes.recognition_quality)."""
+    z = (x - np.array(model["mean"])) / np.array(model["scale"])
+    return 1 / (1 + np.exp(-(z @ np.array(model["coef"]) + model["intercept"])))
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float | None:
+    """Probability that a random positive scores above a random negative (ties count half); None if one
+    class is empty."""
+    pos, neg = score[positive], score[~positive]
+    if not len(pos) or not len(neg):
+        return None
+    greater = (pos[:, None] > neg[None, :]).mean()
+    ties = (pos[:, None] == neg[None, :]).mean()
+    return round(float(greater + ties / 2), 3)
+
+
+def evaluate(predicted: np.ndarray, trials: np.ndarray, accepted: np.ndarray, rows: np.ndarray) -> dict:
+    """Per predicted level: faces and the share of their genuine pairs accepted; AUC for "accepted most of
+    the time" (a face's pairs accepted >= 50 %)."""
+    rate = accepted / trials
+    out: dict = {"faces": int(rows.sum()), "auc": auc(predicted[rows], rate[rows] >= 0.5)}
+    for name, lo, hi in (("low", 0.0, 0.25), ("medium", 0.25, 0.5), ("high", 0.5, 1.01)):
+        sel = rows & (predicted >= lo) & (predicted < hi)
+        out[name] = {
+            "faces": int(sel.sum()),
+            "genuine_accepted": round(float(accepted[sel].sum() / max(trials[sel].sum(), 1)), 3),
+            "accepted_most_of_the_time": round(float((rate[sel] >= 0.5).mean()) if sel.any() else 0.0, 3),
+        }
+    return out
+
+
+def fit_recognition(features: dict[str, dict], profile: str, previous: dict | None) -> dict:
+    keys, groups, trials, accepted = genuine_outcomes(features, profile)
     x = feature_matrix([features[k] for k in keys])
-    # CACD-VS is held out of the fit: tests/accuracy/test_quality.py checks the prediction on it.
-    held = np.array([HELD_OUT in k for k in keys])
+    # Held out of the fit: CACD-VS (tests/accuracy/test_quality.py checks the prediction on it) and one
+    # identity in four of the other sets (by a hash of the identity, so a person's photos stay together).
+    cacd = np.array([HELD_OUT in k for k in keys])
+    identities = np.array([zlib.crc32(g.encode()) % 4 == 0 for g in groups]) & ~cacd
+    held = cacd | identities
     mean, scale = x[~held].mean(0), x[~held].std(0) + 1e-9
     z = (x - mean) / scale
     w = fit_monotone(z[~held], trials[~held], accepted[~held])
-    predicted = 1 / (1 + np.exp(-(np.column_stack([z, np.ones(len(z))]) @ w)))
-    rate = accepted / trials
-    by_level: dict[str, dict] = {}
-    for part, rows in (("fit", ~held), ("held_out_cacd_vs", held)):
-        for name, lo, hi in (("low", 0.0, 0.25), ("medium", 0.25, 0.5), ("high", 0.5, 1.01)):
-            sel = rows & (predicted >= lo) & (predicted < hi)
-            by_level.setdefault(part, {})[name] = {
-                "faces": int(sel.sum()),
-                "genuine_accepted": round(float(accepted[sel].sum() / max(trials[sel].sum(), 1)), 3),
-            }
-    return {
-        "model": "facenet-keras-2024",
-        "fmr": 1e-3,
-        "features": list(FEATURES),
+    model = {
         "mean": [round(float(v), 6) for v in mean],
         "scale": [round(float(v), 6) for v in scale],
         "coef": [round(float(v), 6) for v in w[:-1]],
         "intercept": round(float(w[-1]), 6),
+    }
+    degraded = np.array([k.endswith(DEGRADED) for k in keys])
+    splits = (
+        ("fit", ~held),
+        ("held_out_identities", identities & ~degraded),
+        ("held_out_identities_degraded", identities & degraded),
+        ("held_out_cacd_vs", cacd),
+    )
+    rate = accepted / trials
+    report = {
+        "model": calibration_key(profile),
+        "profile": profile,
+        "fmr": 1e-3,
+        "features": list(FEATURES),
+        **model,
         "levels": [0.25, 0.5],
-        "faces": int((~held).sum()),
-        "genuine_pairs": int(trials[~held].sum() // 2),
+        "faces": int((~held & ~degraded).sum()),
+        "genuine_pairs": int(trials[~held & ~degraded].sum() // 2),
+        "degraded_copies": int((~held & degraded).sum()),
+        "degraded_copy_pairs": int(trials[~held & degraded].sum()),
         "overall_accepted": round(float(accepted[~held].sum() / trials[~held].sum()), 3),
         "faces_accepted_most_of_the_time": round(float((rate[~held] >= 0.5).mean()), 3),
-        "by_predicted_level": by_level,
+        "by_predicted_level": {
+            name: evaluate(predict(model, x), trials, accepted, rows) for name, rows in splits
+        },
     }
+    unchanged = previous and all(previous.get(k) == v for k, v in model.items())
+    if unchanged and "previous_model_on_this_fit" in previous:  # a rerun keeps the comparison it made
+        report["previous_model_on_this_fit"] = previous["previous_model_on_this_fit"]
+    elif (
+        previous and list(previous.get("features", [])) == list(FEATURES) and "by_predicted_level" in previous
+    ):
+        # The model this one replaces, scored on the same faces and outcomes (this profile's).
+        report["previous_model_on_this_fit"] = {
+            "model": previous.get("model"),
+            **{name: evaluate(predict(previous, x), trials, accepted, rows) for name, rows in splits},
+        }
+    return report
 
 
 def main() -> None:
@@ -311,8 +445,17 @@ def main() -> None:
     )
     parser.add_argument("part", choices=("levels", "recognition", "all"))
     parser.add_argument("--no-write", action="store_true")
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/facequeue-quality-features.json"))
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=get_settings().embedding_profile,
+        help="embedding profile whose FMR 1e-3 outcomes the recognition model predicts (default: the service's)",
+    )
+    parser.add_argument(
+        "--cache", type=Path, help="feature cache (default /tmp/facequeue-quality-<profile>.json)"
+    )
     args = parser.parse_args()
+    cache = args.cache or Path(f"/tmp/facequeue-quality-{args.profile}.json")
     table = json.loads(QUALITY_CALIBRATION_PATH.read_text()) if QUALITY_CALIBRATION_PATH.exists() else {}
     if args.part in ("levels", "all"):
         crops = face_crops(level_photos())
@@ -332,7 +475,8 @@ def main() -> None:
             attributes.QUALITY_CALIBRATION_PATH.write_text(
                 json.dumps(table | {"recognition": flat | {"intercept": 0.0, "levels": [0.25, 0.5]}})
             )
-        table["recognition"] = fit_recognition(face_features(args.cache))
+        previous = table.get("recognition")
+        table["recognition"] = fit_recognition(face_features(cache, args.profile), args.profile, previous)
         print(json.dumps(table["recognition"], indent=1))
     if not args.no_write:
         QUALITY_CALIBRATION_PATH.write_text(json.dumps(table, indent=1) + "\n")

@@ -16,7 +16,7 @@ from PIL import Image, ImageFilter
 from facequeue.settings import get_settings
 from tests.accuracy.common import DATA
 from tests.photos import requires_shared_data
-from tools.calibrate_quality import BLUR_SIGMAS, EV_SHIFTS, NOISE_SIGMAS, face_crops, ladders
+from tools.calibrate_quality import BLUR_SIGMAS, EV_SHIFTS, NOISE_SIGMAS, auc, face_crops, ladders
 from workers.pipeline.attributes import _level, quality_calibration
 
 pytestmark = [requires_shared_data, pytest.mark.models]
@@ -67,19 +67,22 @@ def _degrade(rgb: np.ndarray, kind: str) -> np.ndarray:
 
 
 def test_quality_for_recognition_predicts_genuine_acceptance() -> None:
-    """CACD-VS (left out of the fit): genuine pairs, the second photo degraded in one of five ways. Pairs whose
-    worse face is predicted `high` must be accepted at FMR 1e-3 clearly more often than the others."""
+    """CACD-VS (left out of the fit): genuine pairs, the second photo degraded in one of five ways. The worse
+    face's prediction must rank the pairs by whether they are accepted at FMR 1e-3, and pairs whose worse face
+    is predicted `high` must be accepted clearly more often than the others."""
     from workers.pipeline.analyse import get_pipeline
     from workers.recognition.calibration import threshold
+    from workers.recognition.profiles import calibration_key, profile_models
 
     folder = DATA / "identity" / "cacd_vs"
     with open(folder / "pairs.csv") as f:
         genuine = [(r["image_a"], r["image_b"]) for r in csv.DictReader(f) if r["same"] == "1"][:100]
-    # The quality levels were fitted on FaceNet outcomes: measure them with FaceNet vectors.
+    # Measure with the profile whose outcomes the model was fitted on (the service's default, see
+    # test_image_quality.py); one-model profiles only, as the fit's default is.
+    profile = quality_calibration()["recognition"]["profile"]
+    (model,) = profile_models(profile)
     pipeline = get_pipeline(
-        get_settings().model_copy(
-            update={"providers": "CPUExecutionProvider", "embedding_profile": "facenet"}
-        )
+        get_settings().model_copy(update={"providers": "CPUExecutionProvider", "embedding_profile": profile})
     )
 
     def analyse(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -87,11 +90,13 @@ def test_quality_for_recognition_predicts_genuine_acceptance() -> None:
         if not found:
             return None
         quality = next(t for t in found[0].tags if t.name == "quality_for_recognition")
-        return found[0].embeddings["facenet-keras-2024"], quality.confidence
+        return found[0].embeddings[model], quality.confidence
 
-    cut = threshold("facenet-keras-2024", 1e-3)
+    cut = threshold(calibration_key(profile), 1e-3)
     low, high = quality_calibration()["recognition"]["levels"]
     outcomes: dict[str, list[bool]] = {"worse face high": [], "worse face below high": []}
+    worst: list[float] = []
+    accepted_all: list[bool] = []
     predicted: dict[str, list[float]] = {kind: [] for kind in DEGRADATIONS}
     for i, (a, b) in enumerate(genuine):
         kind = DEGRADATIONS[i % len(DEGRADATIONS)]
@@ -102,14 +107,24 @@ def test_quality_for_recognition_predicts_genuine_acceptance() -> None:
         predicted[kind].append(second[1])
         accepted = 1.0 - float(first[0] @ second[0]) <= cut
         worse = min(first[1], second[1])
+        worst.append(worse)
+        accepted_all.append(accepted)
         outcomes["worse face high" if worse >= high else "worse face below high"].append(accepted)
     rates = {k: (len(v), round(float(np.mean(v)), 3)) for k, v in outcomes.items()}
     means = {k: round(float(np.mean(v)), 3) for k, v in predicted.items()}
-    print(f"\nCACD-VS genuine pairs accepted at FMR 1e-3: {rates}; mean predicted quality: {means}")
-    assert min(len(v) for v in outcomes.values()) >= 15
-    assert rates["worse face high"][1] >= rates["worse face below high"][1] + 0.15
-    # Noise is not among the fitted predictors (on the fit sets it came with sharper photos, so its
-    # coefficient is held at 0; see tools/calibrate_quality.py): only the others must lower the prediction.
-    # Measured: none 0.81, blur 0.40, small 0.12, dark 0.79 (exposure weighs little in the fit).
-    assert means["blur"] < means["none"] - 0.2 and means["small"] < means["none"] - 0.2
-    assert means["dark"] < means["none"]
+    print(
+        f"\nCACD-VS genuine pairs accepted at FMR 1e-3 ({profile}): {rates}; mean predicted quality: {means}"
+    )
+    ranking = auc(np.array(worst), np.array(accepted_all))
+    print(f"AUC of the worse face's prediction for acceptance: {ranking}")
+    # Measured (SFace, fitted with degraded copies; README): AUC 0.732; worse face high 90 pairs 84.4 %
+    # accepted, below high 9 pairs 44.4 %. SFace accepts 95 % of the undegraded pairs, 55 % blurred, 74 %
+    # noised, 80 % shrunk and 100 % darkened.
+    assert ranking is not None and ranking >= 0.65
+    assert len(outcomes["worse face high"]) >= 50 and len(outcomes["worse face below high"]) >= 5
+    assert rates["worse face high"][1] >= rates["worse face below high"][1] + 0.2
+    # Mean predictions measured: none 0.836, blur 0.699, noise 0.745, small 0.504, dark 0.829 (darkening
+    # does not hurt SFace here; a degradation may only not raise the prediction).
+    assert means["blur"] < means["none"] - 0.08 and means["noise"] < means["none"] - 0.05
+    assert means["small"] < means["none"] - 0.2
+    assert means["dark"] <= means["none"]

@@ -119,3 +119,13 @@ def test_recognition_quality_drops_with_blur() -> None:
     sharp, soft = _tags(rgb), _tags(blurred)
     assert soft["blur"].value == "high"
     assert soft["quality_for_recognition"].confidence < sharp["quality_for_recognition"].confidence
+
+
+def test_recognition_quality_is_fitted_for_the_default_profile() -> None:
+    """quality_for_recognition predicts acceptance by the default profile's embeddings: refit it
+    (tools/calibrate_quality.py recognition) whenever the default profile changes."""
+    from workers.recognition.profiles import calibration_key
+
+    fit = A.quality_calibration()["recognition"]
+    profile = get_settings().embedding_profile
+    assert fit["profile"] == profile and fit["model"] == calibration_key(profile)
