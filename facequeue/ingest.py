@@ -341,8 +341,8 @@ def run_ingest(args: Any, client: Client | None = None) -> int:
     try:
         return _run_ingest(args, client, interrupts)
     finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        if main:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 def _run_ingest(args: Any, client: Client | None, interrupts: _Interrupts) -> int:
