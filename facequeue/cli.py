@@ -234,9 +234,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
-    from facequeue.ingest import run_ingest
-
-    sys.exit(run_ingest(args))
+    # Ctrl-C raises even where the parent left SIGINT ignored (run_ingest keeps it so for the whole run).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        from facequeue.ingest import EXIT_INTERRUPTED, run_ingest
+    except KeyboardInterrupt:
+        sys.exit(130)  # nothing sent yet
+    code = run_ingest(args)
+    if code == EXIT_INTERRUPTED:
+        # Everything is recorded; pool threads may be mid-wait on a job, which must not hold the exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

@@ -482,10 +482,10 @@ class Client:
             for source in sources:  # lazily: a million-line manifest is never held in memory
                 pending.add(pool.submit(one, _as_item(source)))
                 if len(pending) >= concurrency * 2:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    done, pending = _some_done(pending)
                     yield from (future.result() for future in done)
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, pending = _some_done(pending)
                 yield from (future.result() for future in done)
         finally:  # Ctrl-C or a consumer that stops early: drop what has not started, do not wait
             pool.shutdown(wait=False, cancel_futures=True)
@@ -524,6 +524,15 @@ class Client:
         except Exception as exc:  # one odd answer must not end a million-image run; it is reported
             log.exception("ingest of %s failed", prepared.name)
             return _failed(prepared, "CLIENT_ERROR", f"{type(exc).__name__}: {exc}")
+
+
+def _some_done(pending: set[Future[IngestResult]]) -> tuple[set, set]:
+    """Wait for at least one future, waking every second: a SIGINT that the kernel handed to a pool
+    thread only runs its Python handler when the main thread runs again."""
+    while True:
+        done, left = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+        if done:
+            return done, left
 
 
 # Asynchronous client --------------------------------------------------------------------------------------

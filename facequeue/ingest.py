@@ -14,6 +14,7 @@ import glob
 import hashlib
 import json
 import os
+import signal
 import sqlite3
 import sys
 import threading
@@ -163,6 +164,15 @@ class State:
         )
         self.db.execute("CREATE INDEX IF NOT EXISTS ix_items_key ON items (content_key, status)")
         self.flags, self.options = flags, options
+        self.closed = False
+
+    def close(self) -> None:
+        """Ctrl-C: every record so far is committed; close the file. Pool threads still running report
+        nothing more (their items are redone on the rerun, and the server's dedupe gives the same jobs)."""
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.db.close()
 
     def key(self, prepared: Prepared) -> str:
         return f"{prepared.sha256 or 'url:' + str(prepared.url)}:{self._digest(prepared.item)}"
@@ -190,6 +200,8 @@ class State:
             return None
         name = item.name or str(item.source)
         with self.lock:
+            if self.closed:
+                return None
             row = self.db.execute(
                 "SELECT result FROM items WHERE source = ? AND status = 'done' AND stat = ?"
                 " AND content_key LIKE ?",
@@ -204,6 +216,8 @@ class State:
     def skip(self, prepared: Prepared) -> IngestResult | None:
         """A result recorded done by an earlier run (for this source, or the same content elsewhere)."""
         with self.lock:
+            if self.closed:
+                return None
             row = self.db.execute(
                 "SELECT result FROM items WHERE content_key = ? AND status = 'done' LIMIT 1",
                 (self.key(prepared),),
@@ -217,6 +231,8 @@ class State:
 
     def uploaded(self, prepared: Prepared, media_uuid: str) -> None:
         with self.lock:
+            if self.closed:
+                return
             self.db.execute(
                 "INSERT INTO items (source, content_key, media_uuid, status, stat)"
                 " VALUES (?, ?, ?, 'uploaded', ?) ON CONFLICT (source) DO UPDATE SET"
@@ -228,7 +244,8 @@ class State:
     def record(self, result: IngestResult) -> None:
         """A finished item; its content key was written when it was uploaded (none if it never was)."""
         with self.lock:
-            self._put(result.source, None, result)
+            if not self.closed:
+                self._put(result.source, None, result)
 
     def _put(self, source: str, key: str | None, result: IngestResult, stat: str | None = None) -> None:
         self.db.execute(
@@ -279,7 +296,56 @@ def _count_sources(args: Any, bar: Any) -> None:
     bar.refresh()
 
 
+class _Interrupts:
+    """SIGINT for the length of a run: KeyboardInterrupt wherever the main thread is, except while a
+    finished item is being written (then it comes right after that item is recorded in full).
+
+    Installed whatever disposition was inherited: a parent that ignores SIGINT (a shell's `cmd &` without
+    job control, a test runner started so) would otherwise make `kill -INT` a no-op that runs the whole
+    archive to the end and exits 0."""
+
+    def __init__(self) -> None:
+        self.shielded = False
+        self.pending = False
+
+    def handler(self, _signum: int, _frame: object) -> None:
+        if self.shielded:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def recording(self) -> Iterator[None]:
+        self.shielded = True
+        try:
+            yield
+        finally:
+            self.shielded = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+
+def _exit_now(_signum: int, _frame: object) -> None:
+    """A second Ctrl-C while the first one is being handled: out at once (every record is committed)."""
+    os._exit(EXIT_INTERRUPTED)
+
+
 def run_ingest(args: Any, client: Client | None = None) -> int:
+    """Returns the exit code. On Ctrl-C (SIGINT) it stops submitting, keeps the state file, prints the
+    summary and returns EXIT_INTERRUPTED; pool threads may still be waiting on jobs then (the CLI exits
+    without them)."""
+    interrupts = _Interrupts()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupts.handler) if main else None
+    try:
+        return _run_ingest(args, client, interrupts)
+    finally:
+        if main:  # None: a handler set outside Python, which cannot be put back
+            signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+
+
+def _run_ingest(args: Any, client: Client | None, interrupts: _Interrupts) -> int:
     from tqdm import tqdm
 
     flags = args.flags
@@ -291,82 +357,98 @@ def run_ingest(args: Any, client: Client | None = None) -> int:
         Path(args.state) if args.state else (out.with_name(out.name + ".state.sqlite") if out else None)
     )
     state_path = state_path or Path("facequeue-ingest.state.sqlite")
-    client = client or Client(args.url, args.api_key)
-    try:  # one cheap authenticated call: a wrong URL or key stops here, not as a million item errors
-        client.request("GET", "/v2/person", params={"person_id": "all@"})
-    except FacequeueAPIError as exc:
-        print(f"facequeue ingest: the server refused the request: {exc}", file=sys.stderr)
-        return EXIT_SERVER
-    except Exception as exc:
-        print(f"facequeue ingest: cannot reach {client.base_url}: {exc}", file=sys.stderr)
-        return EXIT_SERVER
-
-    state = State(state_path, flags, options)
     counts: Counter[str] = Counter()
     faces = fresh = 0
     started = time.monotonic()
-    appended = out.open("a", encoding="utf-8") if out else None
-    bar = tqdm(
-        unit=" images",
-        # Always images/s (tqdm would switch to s/image below 1/s), then our faces/s, faces and errors.
-        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]",
-        dynamic_ncols=True,
-        smoothing=0.05,
-        file=sys.stderr,
-        disable=args.quiet,
-    )
-    if "-" not in args.sources:
-        threading.Thread(target=_count_sources, args=(args, bar), daemon=True).start()
-    items = iter_sources(args.sources, args.person_from_folder, args.namespace)
-    results = client.ingest(
-        items,
-        flags,
-        concurrency=args.concurrency,
-        timeout=args.timeout,
-        skip=state.skip,
-        on_uploaded=state.uploaded,
-        quick_skip=state.quick_skip,
-        **options,
-    )
+    state: State | None = None
+    appended: IO[str] | None = None
+    bar: Any = None
     try:
-        for result in results:
-            if result.status != "skipped":
-                state.record(result)
-                if appended:
-                    appended.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
-                    appended.flush()
-                if result.status == "done":
-                    fresh += 1
-                    faces += len(result.faces)
-            counts[result.error["code"] if result.status == "error" and result.error else result.status] += 1
-            errors = sum(v for k, v in counts.items() if k not in ("done", "skipped"))
-            elapsed = max(1e-9, time.monotonic() - started)
-            bar.set_postfix_str(
-                f"{faces / elapsed:.1f} faces/s, {faces} faces, {errors} errors", refresh=False
-            )
-            bar.update(1)
-    except KeyboardInterrupt:
+        client = client or Client(args.url, args.api_key)
+        try:  # one cheap authenticated call: a wrong URL or key stops here, not as a million item errors
+            client.request("GET", "/v2/person", params={"person_id": "all@"})
+        except FacequeueAPIError as exc:
+            print(f"facequeue ingest: the server refused the request: {exc}", file=sys.stderr)
+            return EXIT_SERVER
+        except Exception as exc:
+            print(f"facequeue ingest: cannot reach {client.base_url}: {exc}", file=sys.stderr)
+            return EXIT_SERVER
+
+        state = State(state_path, flags, options)
+        appended = out.open("a", encoding="utf-8") if out else None
+        bar = tqdm(
+            unit=" images",
+            # Always images/s (tqdm would switch to s/image below 1/s), then our faces/s, faces and errors.
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]",
+            dynamic_ncols=True,
+            smoothing=0.05,
+            file=sys.stderr,
+            disable=args.quiet,
+        )
+        if "-" not in args.sources:
+            threading.Thread(target=_count_sources, args=(args, bar), daemon=True).start()
+        items = iter_sources(args.sources, args.person_from_folder, args.namespace)
+        results = client.ingest(
+            items,
+            flags,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            skip=state.skip,
+            on_uploaded=state.uploaded,
+            quick_skip=state.quick_skip,
+            **options,
+        )
+        try:
+            for result in results:
+                with interrupts.recording():  # a result is recorded whole, in the state file and --out
+                    if result.status != "skipped":
+                        state.record(result)
+                        if appended:
+                            appended.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                            appended.flush()
+                        if result.status == "done":
+                            fresh += 1
+                            faces += len(result.faces)
+                    error = result.error if result.status == "error" else None
+                    counts[error["code"] if error else result.status] += 1
+                errors = sum(v for k, v in counts.items() if k not in ("done", "skipped"))
+                elapsed = max(1e-9, time.monotonic() - started)
+                bar.set_postfix_str(
+                    f"{faces / elapsed:.1f} faces/s, {faces} faces, {errors} errors", refresh=False
+                )
+                bar.update(1)
+        finally:  # stop submitting: what has not started is dropped (the client's pool shuts down)
+            results.close()
         bar.close()
+        if appended:
+            appended.close()
+        if out:
+            _rewrite(out, state)
+        print(summary_table(counts, faces, time.monotonic() - started, fresh), file=sys.stderr)
+        failed = sum(v for k, v in counts.items() if k not in ("done", "skipped"))
+        if failed:
+            where = f"; each error is in {out}" if out else ""
+            print(f"exit {EXIT_ITEM_ERRORS}: {failed} item(s) ended in error{where}", file=sys.stderr)
+            return EXIT_ITEM_ERRORS
+        return EXIT_OK
+    except KeyboardInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _exit_now)
+        if bar is not None:
+            bar.close()
+        if appended:
+            appended.close()
+        if state is None:
+            print("interrupted before anything was sent", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        state.close()
+        print(summary_table(counts, faces, time.monotonic() - started, fresh), file=sys.stderr)
         print(
-            f"\ninterrupted: {sum(counts.values())} finished are recorded in {state_path};"
+            f"interrupted: {sum(counts.values())} finished are recorded in {state_path};"
             " run the same command again to resume",
             file=sys.stderr,
         )
-        if appended:
-            appended.close()
-        os._exit(EXIT_INTERRUPTED)  # pool threads may be mid-wait; nothing left to save
-    bar.close()
-    if appended:
-        appended.close()
-    if out:
-        _rewrite(out, state)
-    print(summary_table(counts, faces, time.monotonic() - started, fresh), file=sys.stderr)
-    failed = sum(v for k, v in counts.items() if k not in ("done", "skipped"))
-    if failed:
-        where = f"; each error is in {out}" if out else ""
-        print(f"exit {EXIT_ITEM_ERRORS}: {failed} item(s) ended in error{where}", file=sys.stderr)
-        return EXIT_ITEM_ERRORS
-    return EXIT_OK
+        return EXIT_INTERRUPTED
 
 
 def run_export(args: Any, client: Client | None = None) -> int:

@@ -79,7 +79,9 @@ def ingest_key(database: str) -> str:
     return make_key("ingest-tenant")
 
 
-def cli(api_url: str, key: str, *args: str) -> subprocess.Popen:
+def cli(api_url: str, key: str, *args: str, sigint_ignored: bool = False) -> subprocess.Popen:
+    """`facequeue ARGS`; sigint_ignored: started the way a shell's `cmd &` (no job control) starts it,
+    SIGINT ignored, which the exec'd CLI inherits."""
     env = {**os.environ, "FACEQUEUE_URL": api_url, "FACEQUEUE_API_KEY": key}
     return subprocess.Popen(
         [sys.executable, "-m", "facequeue.cli", *args],
@@ -88,6 +90,7 @@ def cli(api_url: str, key: str, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None,
     )
 
 
@@ -123,6 +126,25 @@ def test_kill_mid_run_then_resume_does_every_image_exactly_once(
     first.wait()
     finished_before = len(out.read_text().splitlines())
     assert 3 <= finished_before < len(photos), "the kill must land mid-run"
+
+    # Ctrl-C mid-run: exit 130 with the summary, what finished is kept. Twice: SIGINT as a terminal
+    # sends it, and to a CLI whose parent ignores SIGINT (how the full integration session once ran,
+    # which made the CLI ignore it, finish the run and exit 0). One upload at a time, and the signal
+    # comes as soon as this run has finished one more photo, so it lands mid-run.
+    for sigint_ignored in (False, True):
+        finished = len(out.read_text().splitlines())
+        interrupted = cli(
+            api_url, ingest_key, *args[:-2], "--concurrency", "1", sigint_ignored=sigint_ignored
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(out.read_text().splitlines()) <= finished:
+            assert interrupted.poll() is None, interrupted.communicate()
+            time.sleep(0.05)
+        interrupted.send_signal(signal.SIGINT)
+        stdout, stderr = interrupted.communicate(timeout=15)
+        assert interrupted.returncode == 130, stderr
+        assert "run the same command again to resume" in stderr and "outcome" in stderr, stderr
+        assert finished < len(out.read_text().splitlines()) < len(photos), "stopped mid-run"
 
     second = cli(api_url, ingest_key, *args)
     stdout, stderr = second.communicate(timeout=180)

@@ -8,6 +8,8 @@ import base64
 import hashlib
 import io
 import json
+import os
+import signal
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -17,8 +19,16 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from facequeue import ingest
 from facequeue.client import AsyncClient, Client, FacequeueAPIError, Retry, retry_after
-from facequeue.ingest import EXIT_ITEM_ERRORS, EXIT_OK, EXIT_SERVER, iter_sources, run_ingest
+from facequeue.ingest import (
+    EXIT_INTERRUPTED,
+    EXIT_ITEM_ERRORS,
+    EXIT_OK,
+    EXIT_SERVER,
+    iter_sources,
+    run_ingest,
+)
 from tests.photos import astronaut, encode, hopper
 
 FAST = Retry(attempts=4, base_s=0.01, max_s=0.05)
@@ -270,3 +280,58 @@ def test_ingest_exit_codes(archive: Path, tmp_path: Path) -> None:
     )
     wrong_key = Client("http://fq.test", "wrong", retry=FAST, transport=httpx.MockTransport(server))
     assert run_ingest(_args([str(archive)], tmp_path / "p.jsonl"), wrong_key) == EXIT_SERVER
+
+
+@pytest.fixture
+def many(tmp_path: Path) -> Path:
+    """Eight distinct photos: enough that a Ctrl-C at the third upload lands mid-run."""
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(8):
+        (root / f"{i}.jpg").write_bytes(encode(hopper() if i % 2 else astronaut(), quality=60 + 4 * i))
+    return root
+
+
+@pytest.mark.parametrize("inherited", [signal.default_int_handler, signal.SIG_IGN])
+@pytest.mark.parametrize("where", ["auth check", "third upload", "summary"])
+def test_ctrl_c_anywhere_stops_with_130_and_the_rerun_does_the_rest_once(
+    many: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, inherited: object
+) -> None:
+    """SIGINT before the loop, mid-run (sent from a pool thread) or during the summary: exit code 130,
+    what finished is kept; with SIGINT ignored by the parent (a shell's `cmd &`) as well."""
+    server = FakeServer()
+
+    def interrupting(request: httpx.Request) -> httpx.Response:
+        third_upload = request.method == "POST" and len(server.upload_times) == 2
+        if (where == "auth check" and server.requests == 0) or (where == "third upload" and third_upload):
+            os.kill(os.getpid(), signal.SIGINT)  # from the main thread, or from a pool thread
+        return server(request)
+
+    if where == "summary":
+        table = ingest.summary_table
+
+        def interrupted_once(*args: object) -> str:
+            monkeypatch.setattr(ingest, "summary_table", table)
+            os.kill(os.getpid(), signal.SIGINT)
+            return table(*args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(ingest, "summary_table", interrupted_once)
+    out = tmp_path / "results.jsonl"
+    previous = signal.signal(signal.SIGINT, inherited)  # type: ignore[arg-type]
+    try:
+        client = Client("http://fq.test", "k", retry=FAST, transport=httpx.MockTransport(interrupting))
+        code = run_ingest(_args([str(many)], out, concurrency=1), client)
+        assert signal.getsignal(signal.SIGINT) is inherited, "the caller's disposition is restored"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert code == EXIT_INTERRUPTED
+    done_before = len(out.read_text().splitlines()) if out.exists() else 0
+    if where == "third upload":
+        assert 1 <= done_before < 8, "stopped mid-run, and stopped submitting"
+    uploads_before = len(server.upload_times)
+
+    assert run_ingest(_args([str(many)], out), client_for(server)) == EXIT_OK
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 8 and {line["status"] for line in lines} == {"done"}
+    assert len(server.upload_times) - uploads_before == 8 - done_before, "what was done is not sent again"
+    assert len(server.keys) == 8, "one job per photo"

