@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import itertools
 import json
 import multiprocessing
@@ -52,7 +53,9 @@ from tests.photos import SHARED_DATA, astronaut, encode, group, hopper  # noqa: 
 FACEQUEUE = [sys.executable, "-m", "facequeue.cli"]
 
 
-def shared_photos(n: int) -> list[Path]:
+def shared_photos(n: int, folder: Path) -> list[Path]:
+    """n distinct photos (by content: CACD-VS repeats files across its pairs) of ../shared/data, topped up
+    with free-photo variants when the data holds fewer."""
     sets = [
         sorted((SHARED_DATA / "identity" / "cacd_vs").rglob("*.jpg")),
         sorted((SHARED_DATA / "age_gender" / "utkface").rglob("*.jpg")),
@@ -60,7 +63,14 @@ def shared_photos(n: int) -> list[Path]:
         sorted((SHARED_DATA / "misc").rglob("*.jpg")),
     ]
     mixed = [p for group_ in itertools.zip_longest(*sets) for p in group_ if p is not None]
-    return mixed[:n]
+    seen: set[str] = set()
+    distinct = []
+    for path in mixed:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest not in seen and len(distinct) < n:
+            seen.add(digest)
+            distinct.append(path)
+    return distinct + free_photos(n - len(distinct), folder)
 
 
 def free_photos(n: int, folder: Path) -> list[Path]:
@@ -110,7 +120,7 @@ def interactive_probe(
         for i in itertools.count():
             if stop.wait(every_s):
                 return
-            data = encode(np.asarray(hopper()[:, : 400 + (i % 100)]))  # distinct bytes, one face
+            data = encode(np.asarray(hopper()[(i // 100) % 60 :, : 400 + (i % 100)]))  # distinct, one face
             start = time.perf_counter()
             client.upload(data, flags=flags).wait(timeout=600)
             out.append(time.perf_counter() - start)
@@ -374,14 +384,13 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="facequeue-ingest-bench-"))
+    (work / "photos").mkdir()
     if SHARED_DATA.is_dir():
-        paths, source = shared_photos(args.photos), "../shared/data (CACD, UTKFace, WIDER, misc; interleaved)"
+        paths = shared_photos(args.photos, work / "photos")
+        source = "../shared/data (CACD, UTKFace, WIDER, misc interleaved; distinct by content, topped up)"
     else:
-        (work / "photos").mkdir()
-        paths, source = (
-            free_photos(args.photos, work / "photos"),
-            "variants of the free photos (tests/photos.py)",
-        )
+        paths = free_photos(args.photos, work / "photos")
+        source = "variants of the free photos (tests/photos.py)"
     load = os.getloadavg()
     print(f"{len(paths)} photos from {source}; {args.processes} processes; flags {args.flags or '(default)'}")
     print(
