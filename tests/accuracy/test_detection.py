@@ -162,7 +162,8 @@ def test_second_look_cuts_false_detections_and_keeps_recall(
     figures["default"]["non-face detections"] = sum(len(b) for b, _ in _at(looked))
     print(f"\nthreshold 0.6, {len(truths)} WIDER images, {len(others)} non-face photos: {figures}")
     before, after = figures["before"], figures["default"]
-    # Measured: 0.245 -> 0.138 false detections per image; recall >= 32 px 0.907 -> 0.898.
+    # Measured: 0.245 -> 0.138 false detections per image; recall >= 32 px 0.907 -> 0.899; non-face photos:
+    # 2 detections before and after (scikit-image's stereo_motorcycle and the puppy, the README's known gap).
     assert after["false/image"] <= 0.65 * before["false/image"]
     assert after["recall>=32"] >= before["recall>=32"] - 0.015
     assert after["recall>=20"] >= before["recall>=20"] - 0.005
