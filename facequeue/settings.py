@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     nonface_check: bool = True
     nonface_min_face_score: float = 0.05
     nonface_sure_score: float = 0.75
+    # Confident detections (>= nonface_sure_score) are dropped only below this far lower floor; 0 = never.
+    nonface_sure_min_face_score: float = 0.0
     # `nsfw` flag: open_nsfw scores at or above this are labelled nsfw (Yahoo: < 0.2 safe, > 0.8 likely NSFW).
     nsfw_threshold: float = 0.5
 

@@ -21,11 +21,21 @@ from tests.accuracy.common import (
     GroundTruth,
     average_precision,
     false_detections,
+    iou,
     non_face_photos,
     rgb,
     wider_ground_truth,
 )
-from tests.photos import requires_shared_data
+from tests.photos import (
+    ANIMAL_FACES,
+    animal_photos,
+    black_cat,
+    placed_faces,
+    puppy,
+    quokka,
+    requires_animal_photos,
+    requires_shared_data,
+)
 from workers.models.fetch import model_path
 from workers.models.runtime import create_session
 from workers.models.yunet import Detections, YuNet
@@ -96,21 +106,26 @@ def test_average_precision_counts_and_ignores() -> None:
     assert recall == 0.5 and ap == pytest.approx(0.25)
 
 
-def _run(images: list[np.ndarray], mode: str, second_look: bool) -> list[Detections]:
+def _detector(mode: str, second_look: bool, sure_floor: float = 0.0) -> FaceDetector:
     """The pipeline's detector at the curve threshold 0.3 (the 0.6 answers are the subset >= 0.6: the
     passes, the merge and the second look do not depend on the reporting threshold)."""
     from workers.models.face_mesh import FaceMesh
 
     settings = get_settings().model_copy(update={"providers": "CPUExecutionProvider"})
     session = create_session(YuNet.dynamic_model_bytes(model_path("yunet", settings)), settings)
-    detector = FaceDetector(
+    return FaceDetector(
         session,
         threshold=0.3,
         mesh_loader=(lambda: FaceMesh.from_file(model_path("face_landmark", settings)))
         if second_look
         else None,
+        sure_min_face_score=sure_floor,
         mode=mode,  # type: ignore[arg-type]
     )
+
+
+def _run(images: list[np.ndarray], mode: str, second_look: bool) -> list[Detections]:
+    detector = _detector(mode, second_look)
     return [detector.detect(im) for im in images]
 
 
@@ -128,6 +143,7 @@ def pipeline_detections(truths: list[GroundTruth]) -> dict[str, list[Detections]
 
 
 @requires_shared_data
+@requires_animal_photos
 @pytest.mark.models
 def test_second_look_cuts_false_detections_and_keeps_recall(
     truths: list[GroundTruth], pipeline_detections: dict[str, list[Detections]]
@@ -140,13 +156,14 @@ def test_second_look_cuts_false_detections_and_keeps_recall(
             "recall>=32": average_precision(truths, at)[1],
             "recall>=20": average_precision(wider_ground_truth(20), at)[1],
         }
-    others = list(non_face_photos().values())
+    others = list(non_face_photos().values()) + [puppy(), black_cat(), quokka()]
     plain, looked = _run(others, "fast", False), _run(others, "auto", True)
     figures["before"]["non-face detections"] = sum(len(b) for b, _ in _at(plain))
     figures["default"]["non-face detections"] = sum(len(b) for b, _ in _at(looked))
     print(f"\nthreshold 0.6, {len(truths)} WIDER images, {len(others)} non-face photos: {figures}")
     before, after = figures["before"], figures["default"]
-    # Measured: 0.245 -> 0.138 false detections per image; recall >= 32 px 0.907 -> 0.898.
+    # Measured: 0.245 -> 0.138 false detections per image; recall >= 32 px 0.907 -> 0.899; non-face photos:
+    # 2 detections before and after (scikit-image's stereo_motorcycle and the puppy, the README's known gap).
     assert after["false/image"] <= 0.65 * before["false/image"]
     assert after["recall>=32"] >= before["recall>=32"] - 0.015
     assert after["recall>=20"] >= before["recall>=20"] - 0.005
@@ -173,3 +190,34 @@ def test_adaptive_detection_finds_small_faces(pipeline_detections: dict[str, lis
         average_precision(bands["hard"], [(f.boxes, f.scores) for f in auto_only])[0]
         >= ap["before"]["hard"] + 0.04
     )
+
+
+@requires_shared_data
+@requires_animal_photos
+@pytest.mark.models
+def test_confident_floor_loses_few_real_faces(
+    truths: list[GroundTruth], pipeline_detections: dict[str, list[Detections]]
+) -> None:
+    """The opt-in floor for confident detections (FACEQUEUE_NONFACE_SURE_MIN_FACE_SCORE=5e-5) against the
+    confident real faces of WIDER and hand-placed boxes on the animal faces."""
+    detector = _detector("auto", second_look=True)
+    real = []
+    for gt, det in zip(truths, pipeline_detections["default"], strict=True):
+        sure = det.scores >= 0.75
+        if sure.any():
+            det = Detections(det.boxes[sure], det.scores[sure], det.landmarks[sure])
+            scores = detector.face_scores(rgb(gt.path), det)
+            real.append(scores[iou(det.boxes, gt.boxes).max(1) >= 0.5])
+    faces = np.concatenate(real)
+    animals = {
+        n: detector.face_scores(im, placed_faces(*ANIMAL_FACES[n])) for n, im in animal_photos().items()
+    }
+    lost = float((faces < 5e-5).mean())
+    caught = {n: int((s < 5e-5).sum()) for n, s in animals.items()}
+    print(
+        f"\n{len(faces)} confident WIDER faces, {lost:.2%} below 5e-5; placed animal boxes caught (of 27): {caught}"
+    )
+    # Measured: 5 of 1,547 faces (0.32 %); black cat 7, quokka 8, Chelsea 0, puppy 0 of 27.
+    assert len(faces) > 1400 and lost <= 0.005
+    assert caught["black_cat"] + caught["quokka"] >= 8
+    assert caught["puppy"] == 0  # the known gap (README): the mesh takes the puppy for a human face

@@ -10,7 +10,19 @@ import pytest
 from PIL import Image
 
 from facequeue.settings import get_settings
-from tests.photos import astronaut, cat, group, hopper
+from tests.photos import (
+    ANIMAL_FACES,
+    animal_photos,
+    astronaut,
+    black_cat,
+    cat,
+    group,
+    hopper,
+    placed_faces,
+    puppy,
+    quokka,
+    requires_animal_photos,
+)
 from workers.models.face_mesh import FaceMesh
 from workers.models.fetch import model_path
 from workers.models.runtime import create_session
@@ -62,10 +74,14 @@ def test_auto_finds_small_faces_fast_misses() -> None:
 
 
 class _NoFace:
-    """A second-look network that never sees a face (unit-test fake)."""
+    """A second-look network that never sees a face (unit-test fake); counts the crops it is shown."""
+
+    def __init__(self, score: float = 0.0) -> None:
+        self.score, self.crops = score, 0
 
     def predict(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros((len(crops), 468, 3), np.float32), np.zeros(len(crops), np.float32)
+        self.crops += len(crops)
+        return np.zeros((len(crops), 468, 3), np.float32), np.full(len(crops), self.score, np.float32)
 
 
 def test_second_look_drops_only_uncertain_detections() -> None:
@@ -78,3 +94,43 @@ def test_second_look_drops_only_uncertain_detections() -> None:
     detector = FaceDetector(_session(), mesh_loader=_mesh)
     found = detector.detect(image)
     assert len(found) == 2 and (detector.face_scores(image, found) > 0.5).all()
+
+
+def _faked(mesh: _NoFace, floor: float = 0.0) -> FaceDetector:
+    return FaceDetector(_session(), mesh_loader=lambda: mesh, sure_min_face_score=floor)  # type: ignore[arg-type,return-value]
+
+
+def test_confident_detections_meet_only_the_far_lower_floor() -> None:
+    image = group()  # two faces, both scored >= 0.9
+    unseen = _NoFace()
+    assert len(_faked(unseen).detect(image)) == 2
+    assert unseen.crops == 0  # default floor 0: confident detections cost no mesh run
+    low, above = _NoFace(1e-5), _NoFace(1e-4)
+    assert len(_faked(low, 5e-5).detect(image)) == 0 and low.crops == 2
+    assert len(_faked(above, 5e-5).detect(image)) == 2
+
+
+@requires_animal_photos
+def test_cats_and_quokka_are_no_faces_and_their_faces_fail_the_second_look() -> None:
+    detector = FaceDetector(_session(), mesh_loader=_mesh, sure_min_face_score=5e-5)
+    for photo in (black_cat(), quokka(), cat()):
+        assert len(detector.detect(photo)) == 0
+    # A box on the animal's face, as a false detection would place it: every one of 27 shifted and scaled
+    # boxes fails the uncertain detections' floor (0.05); the confident floor (5e-5) catches only some
+    # (measured 7 and 8 of 27 on the black cat and the quokka, 0 on Chelsea: benchmarks/RESULTS.md).
+    for name in ("black_cat", "quokka", "chelsea"):
+        scores = detector.face_scores(animal_photos()[name], placed_faces(*ANIMAL_FACES[name]))
+        assert (scores < 0.05).all(), name
+    human = FaceDetector(_session(), mesh_loader=_mesh, sure_min_face_score=5e-5)
+    assert len(human.detect(group())) == 2 and human.rejected == 0
+
+
+@requires_animal_photos
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap: YuNet scores the frontal puppy's face 0.85 and the mesh network 0.9-1.0, as high as a "
+    "human face; no model in the pack tells them apart (README, Detection)",
+)
+def test_a_frontal_dog_face_is_rejected() -> None:
+    detector = FaceDetector(_session(), mesh_loader=_mesh, sure_min_face_score=5e-5)
+    assert len(detector.detect(puppy())) == 0

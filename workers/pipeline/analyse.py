@@ -120,6 +120,7 @@ class FacePipeline:
             mesh_loader=mesh if settings.nonface_check else None,
             min_face_score=settings.nonface_min_face_score,
             sure_score=settings.nonface_sure_score,
+            sure_min_face_score=settings.nonface_sure_min_face_score,
             mode=settings.detection_mode,
         )
         names = embedder_names(settings.embedding_profile)
@@ -314,7 +315,13 @@ def get_pipeline(settings: Settings | None = None) -> FacePipeline:
     key = settings.model_dump_json(
         include={"model_dir", "home", "embedding_profile", "int8_embeddings", "providers", "intra_op_threads"}
         | {"min_face_size", "detection_threshold", "detection_max_side", "detection_accurate_max_side"}
-        | {"detection_mode", "nonface_check", "nonface_min_face_score", "nonface_sure_score"}
+        | {
+            "detection_mode",
+            "nonface_check",
+            "nonface_min_face_score",
+            "nonface_sure_score",
+            "nonface_sure_min_face_score",
+        }
     )
     with _lock:
         if key not in _pipelines:
