@@ -161,7 +161,8 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
         )
         worker_log = (work / "worker.log").open("w")
         worker = subprocess.Popen(
-            [*FACEQUEUE, "worker", "--concurrency", str(args.processes), "--loglevel", "WARNING"],
+            [*FACEQUEUE, "worker", "--concurrency", str(args.worker_processes or args.processes)]
+            + ["--loglevel", "WARNING"],
             env=env,
             cwd=ROOT,
             stdout=worker_log,
@@ -359,6 +360,11 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=3000)
     parser.add_argument(
         "--processes", type=int, default=2, help="worker processes (and pipeline/peer processes)"
+    )
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        help="service: worker processes, when not --processes (more than cores overlaps database waits)",
     )
     parser.add_argument("--concurrency", type=int, default=32, help="ingest: images in flight")
     parser.add_argument(
