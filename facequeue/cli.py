@@ -151,13 +151,6 @@ def worker_command(extra: list[str], interactive_only: bool = False) -> list[str
     named = any(arg in ("-n", "--hostname") or arg.startswith("--hostname=") for arg in extra)
     if interactive_only and not named:  # beside a full worker on the same host: a node name of its own
         extra = ["--hostname", "interactive@%h", *extra]
-    sized = any(
-        arg in ("-c", "--concurrency", "-P", "--pool") or arg.startswith("--concurrency=") for arg in extra
-    )
-    if not sized and not interactive_only:
-        # One process more than cores: a job waiting on the database leaves its core to another job's
-        # analysis (benchmarks/RESULTS.md, batch ingestion: 6.4 -> 9.3 images/s on 2 cores).
-        extra = ["--concurrency", str((os.cpu_count() or 1) + 1), *extra]
     return [
         sys.executable,
         "-m",
