@@ -97,6 +97,39 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
+def _proc_table() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds so far) from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            table[int(entry.name)] = (int(fields[1]), name, (int(fields[11]) + int(fields[12])) / tick)
+    return table
+
+
+def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds so far of each role's process trees, of Postgres and Redis, and of the whole machine."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+
+    def tree(pid: int) -> float:
+        return table.get(pid, (0, "", 0.0))[2] + sum(tree(child) for child in children.get(pid, []))
+
+    out = {role: sum(tree(pid) for pid in pids) for role, pids in roles.items()}
+    out["postgres + redis"] = sum(c for _, n, c in table.values() if n.startswith(("postgres", "redis")))
+    fields = Path("/proc/stat").read_text().split("\n")[0].split()[1:]
+    out["machine"] = (sum(map(int, fields)) - int(fields[3]) - int(fields[4])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def enqueue_probe(base: str, key: str, stop: threading.Event, every_s: float, out: list[float]) -> None:
     """Time POST /v2/media alone (no ?wait=) while the bulk runs: ingest's own uploads ask the server to
     hold each answer until the job is done, so their round trip is not the enqueue latency. The probe's
@@ -220,11 +253,14 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
             threading.Thread(target=enqueue_probe, args=(base, key, stop, 0.5, enqueue)),
         ]
         client = Client(base, key, max_connections=args.concurrency + 4)
+        roles = {"api": [api.pid], "workers": [p.pid for p in (worker, lane) if p], "client": [os.getpid()]}
+        cpu_before = cpu_by_role(roles)
         start = time.perf_counter()
         for thread in probes:
             thread.start()
         code = run_ingest(ingest_args, client)
         elapsed = time.perf_counter() - start
+        cpu = {role: round(t - cpu_before[role], 1) for role, t in cpu_by_role(roles).items()}
         stop.set()
         for thread in probes:
             thread.join()
@@ -247,6 +283,7 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
             "interactive p95 s": percentile(probe, 0.95),
             "batch images/s (server)": batch["images_per_s"],
             "batch counts": batch["counts"],
+            "cpu seconds": cpu,
         }
     finally:
         for process in (api, worker, lane):
@@ -288,10 +325,13 @@ def run_pipeline(paths: list[Path], args: argparse.Namespace) -> dict:
     context = multiprocessing.get_context("spawn")
     with context.Pool(args.processes, initializer=_init_pipeline, initargs=(args.flags,)) as pool:
         pool.map(_analyse_path, [(str(paths[0]), args.flags)] * args.processes)  # every process started
+        machine_before = cpu_by_role({})["machine"]
         start = time.perf_counter()
         faces = sum(pool.imap_unordered(_analyse_path, [(str(p), args.flags) for p in paths], chunksize=4))
         elapsed = time.perf_counter() - start
+        machine_cpu = cpu_by_role({})["machine"] - machine_before
     return {
+        "machine cpu seconds": machine_cpu,
         "images": len(paths),
         "faces": faces,
         "seconds": elapsed,
