@@ -253,14 +253,15 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
             threading.Thread(target=enqueue_probe, args=(base, key, stop, 0.5, enqueue)),
         ]
         client = Client(base, key, max_connections=args.concurrency + 4)
-        roles = {"api": [api.pid], "workers": [p.pid for p in (worker, lane) if p], "client": [os.getpid()]}
-        cpu_before = cpu_by_role(roles)
+        roles = {"api": [api.pid], "workers": [p.pid for p in (worker, lane) if p]}
+        cpu_before = {**cpu_by_role(roles), "client": sum(os.times()[:2])}  # the client: this process
         start = time.perf_counter()
         for thread in probes:
             thread.start()
         code = run_ingest(ingest_args, client)
         elapsed = time.perf_counter() - start
-        cpu = {role: round(t - cpu_before[role], 1) for role, t in cpu_by_role(roles).items()}
+        cpu_after = {**cpu_by_role(roles), "client": sum(os.times()[:2])}
+        cpu = {role: round(t - cpu_before[role], 1) for role, t in cpu_after.items()}
         stop.set()
         for thread in probes:
             thread.join()
