@@ -15,6 +15,9 @@ Phases, one after another (never overlapping, so each gets the same cores):
 3. peer: `face_recognition --cpus N known/ photos/` (ageitgey's CLI: HOG detection, 68-point
    landmarks, ResNet encodings, compare), timed from start to exit.
 
+`--profile DIR` samples the api and the workers with py-spy during phase 1 (collapsed stacks in DIR) and
+prints where each spends its CPU; the figures of such a run are slower and are not results.
+
 Photos: ../shared/data (CACD, UTKFace, WIDER and misc photos, interleaved so a small N mixes them) when
 present, else variants of the free photos (tests/photos.py) made by resizing, cropping and JPEG quality.
 """
@@ -22,6 +25,7 @@ present, else variants of the free photos (tests/photos.py) made by resizing, cr
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import hashlib
 import itertools
@@ -186,7 +190,17 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
         ).stdout.splitlines()[-1]
         base = f"http://127.0.0.1:{args.port}"
         api = subprocess.Popen(
-            [*FACEQUEUE, "api", "--host", "127.0.0.1", "--port", str(args.port), "--workers", "1"],
+            [
+                *profiler(args, "api"),
+                *FACEQUEUE,
+                "api",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(args.port),
+                "--workers",
+                "1",
+            ],
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -194,7 +208,13 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
         )
         worker_log = (work / "worker.log").open("w")
         worker = subprocess.Popen(
-            [*FACEQUEUE, "worker", "--concurrency", str(args.worker_processes or args.processes)]
+            [
+                *profiler(args, "workers"),
+                *FACEQUEUE,
+                "worker",
+                "--concurrency",
+                str(args.worker_processes or args.processes),
+            ]
             + ["--loglevel", "WARNING"],
             env=env,
             cwd=ROOT,
@@ -289,10 +309,45 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
     finally:
         for process in (api, worker, lane):
             if process is not None:
-                process.terminate()
+                if args.profile and process is not lane:  # stop py-spy's child: py-spy then writes its file
+                    subprocess.run(["pkill", "-TERM", "-P", str(process.pid)], check=False)
+                else:
+                    process.terminate()
                 process.wait(timeout=60)
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+
+
+def profiler(args: argparse.Namespace, role: str) -> list[str]:
+    """py-spy in front of a role's command (on-CPU samples of it and its children), when --profile."""
+    if not args.profile:
+        return []
+    args.profile.mkdir(parents=True, exist_ok=True)
+    py_spy = str(Path(sys.executable).parent / "py-spy")
+    return [py_spy, "record", "--subprocesses", "--rate", "200", "--format", "raw"] + [
+        "-o",
+        str(args.profile / f"{role}.txt"),
+        "--",
+    ]
+
+
+def print_profile(path: Path, top: int = 30) -> None:
+    """Share of on-CPU samples per function, inclusive and self, from py-spy's collapsed stacks."""
+    inclusive: collections.Counter[str] = collections.Counter()
+    own: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.split(" (")[0] + " " + f.split("/")[-1].rstrip(")") for f in stack.split(";")]
+        total += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+        own[frames[-1]] += int(count)
+    print(f"\n{path.stem}: {total} on-CPU samples")
+    for title, counter in (("inclusive", inclusive), ("self", own)):
+        print(f"  {title}:")
+        for frame, count in counter.most_common(top):
+            print(f"    {100 * count / total:5.1f} %  {frame}")
 
 
 _PIPELINE = None
@@ -428,6 +483,7 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--profile", type=Path, help="sample api and workers with py-spy into this folder")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="facequeue-ingest-bench-"))
@@ -445,6 +501,9 @@ def main() -> None:
     )
 
     service = run_service(paths, args, work)
+    if args.profile:
+        for role in ("api", "workers"):
+            print_profile(args.profile / f"{role}.txt")
     print(
         "service:",
         json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in service.items()}),

@@ -212,17 +212,25 @@ def prepare(item: IngestItem) -> Prepared:
     return Prepared(item, item.name or str(source), data, None, hashlib.sha256(data).hexdigest())
 
 
-def media_body(prepared: Prepared, flags: str | None, options: dict) -> dict:
-    body: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+def media_request(prepared: Prepared, flags: str | None, options: dict) -> dict[str, Any]:
+    """The POST for an upload. A file goes as multipart to /v2/media/file, named by its file name: no
+    base64, so a third fewer bytes, and the api neither decodes nor scans a large JSON string. A URL, or
+    bytes without a name, go as JSON to /v2/media."""
+    fields: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
     if flags is not None:
-        body["detection_flags"] = flags
+        fields["detection_flags"] = flags
     if prepared.url:
-        body["file_uri"] = prepared.url
-    else:
-        body["file_base64"] = base64.b64encode(prepared.data or b"").decode()
-        if not isinstance(prepared.item.source, bytes):
-            body.setdefault("original_filename", Path(str(prepared.item.source)).name)
-    return body
+        return {"path": "/v2/media", "json": {**fields, "file_uri": prepared.url}}
+    data = prepared.data or b""
+    if isinstance(prepared.item.source, bytes):
+        return {"path": "/v2/media", "json": {**fields, "file_base64": base64.b64encode(data).decode()}}
+    form = {k: ("true" if v is True else "false" if v is False else v) for k, v in fields.items()}
+    name = Path(str(prepared.item.source)).name
+    return {
+        "path": "/v2/media/file",
+        "data": form,
+        "files": {"file": (name, data, "application/octet-stream")},
+    }
 
 
 def _error_of(response: httpx.Response) -> FacequeueAPIError:
@@ -373,7 +381,7 @@ class Client:
 
     def _upload(self, prepared: Prepared, flags: str | None, options: dict, wait: float | None = None) -> Job:
         params = {"wait": wait} if wait else None
-        body = self.request("POST", "/v2/media", json=media_body(prepared, flags, options), params=params)
+        body = self.request("POST", **media_request(prepared, flags, options), params=params)
         return _job(Job, self, body)
 
     def media(self, media_uuid: str, embeddings: bool = False) -> Media:
@@ -619,9 +627,7 @@ class AsyncClient:
         self, prepared: Prepared, flags: str | None, options: dict, wait: float | None = None
     ) -> AsyncJob:
         params = {"wait": wait} if wait else None
-        body = await self.request(
-            "POST", "/v2/media", json=media_body(prepared, flags, options), params=params
-        )
+        body = await self.request("POST", **media_request(prepared, flags, options), params=params)
         return _job(AsyncJob, self, body)
 
     async def media(self, media_uuid: str, embeddings: bool = False) -> Media:

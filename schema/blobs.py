@@ -62,7 +62,7 @@ def put_blob(session: Session, settings: Settings, data: bytes, sha256: str | No
 
 def get_blob(session: Session, settings: Settings, sha256: str) -> bytes | None:
     """The original bytes, or None when they were dropped after processing."""
-    blob = session.execute(select(Blob).where(Blob.sha256 == sha256)).scalar_one_or_none()
+    blob = session.execute(select(Blob.store, Blob.data).where(Blob.sha256 == sha256)).one_or_none()
     if blob is None:
         return None
     if blob.store == "db":

@@ -62,7 +62,8 @@ class Blob(Base):
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
-    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Deferred: locking or checking a blob row must not read its bytes back.
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     store: Mapped[str] = mapped_column(String(10), default="db")  # db | dir | s3 | dropped
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,23 +45,23 @@ def claim(
     }
     if resume is not None:
         ours = and_(model.status == JobStatus.PROCESSING, model.attempts == resume)
-        result = session.execute(
-            update(model)
-            .execution_options(synchronize_session=False)
-            .where(model.uid == uid, ours)
-            .values(values)
-        )
-        if result.rowcount:
-            return session.get(model, uid, populate_existing=True)
-    result = session.execute(
-        update(model)
-        .execution_options(synchronize_session=False)
-        .where(model.uid == uid, claimable)
-        .values({**values, "attempts": model.attempts + 1})
+        job = _update_returning(session, model, and_(model.uid == uid, ours), values)
+        if job is not None:
+            return job
+    return _update_returning(
+        session, model, and_(model.uid == uid, claimable), {**values, "attempts": model.attempts + 1}
     )
-    if result.rowcount == 0:
-        return None
-    return session.get(model, uid, populate_existing=True)
+
+
+def _update_returning(session: Session, model: Job, where: Any, values: dict) -> Image | RecognizeJob | None:
+    """One conditional UPDATE that hands back the updated row (one round trip), or None if none matched."""
+    return session.execute(
+        update(model)
+        .where(where)
+        .values(values)
+        .returning(model)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    ).scalar_one_or_none()
 
 
 def renew(session: Session, model: Job, uid: str, attempt: int, lease_s: int) -> bool:
@@ -162,10 +163,9 @@ def claim_queued(session: Session, queue: str, limit: int, lease_s: int) -> list
     if not uids:
         return []
     now = utcnow()
-    claimed = list(
+    return list(
         session.execute(
             update(Image)
-            .execution_options(synchronize_session=False)
             .where(Image.uid.in_(uids), waiting)
             .values(
                 status=JobStatus.PROCESSING,
@@ -173,14 +173,8 @@ def claim_queued(session: Session, queue: str, limit: int, lease_s: int) -> list
                 attempts=Image.attempts + 1,
                 updated_at=now,
             )
-            .returning(Image.uid)
-        ).scalars()
-    )
-    if not claimed:
-        return []
-    return list(
-        session.execute(
-            select(Image).where(Image.uid.in_(claimed)).execution_options(populate_existing=True)
+            .returning(Image)
+            .execution_options(synchronize_session=False, populate_existing=True)
         ).scalars()
     )
 

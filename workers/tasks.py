@@ -307,7 +307,8 @@ def store_image(
         image.nsfw = outcome.nsfw
         jobs.finish(image)
         session.flush()
-        if follow_up := _apply_upload_options(session, image):
+        face_uids = [face_uid(image.uid, index) for index in range(len(outcome.faces))]
+        if follow_up := _apply_upload_options(session, image, face_uids):
             after_commit.append(lambda: enqueue_recognize(follow_up))
     settings = get_settings()
     if (
@@ -506,12 +507,11 @@ def _observe(
         metrics.JOB_LATENCY.labels(queue).observe(max(0.0, (finished - created).total_seconds()))
 
 
-def _apply_upload_options(session: Any, image: Image) -> str | None:
+def _apply_upload_options(session: Any, image: Image, face_uids: list[str]) -> str | None:
     """Upload-time set_person_id (enrol every face found) and recognize_targets (identify them).
 
     Returns the uid of a recognition job to enqueue once committed, if any.
     """
-    face_uids = [face.uid for face in image.faces]
     person = image.options.get("set_person_id")
     if person and face_uids:
         set_person(session, image.tenant_id, face_uids, person)

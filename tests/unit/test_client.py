@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import hashlib
 import io
 import json
@@ -34,8 +36,19 @@ from tests.photos import astronaut, encode, hopper
 FAST = Retry(attempts=4, base_s=0.01, max_s=0.05)
 
 
+def multipart_fields(request: httpx.Request) -> dict:
+    """A multipart body's fields (a repeated field as a list), read with the standard library."""
+    head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
+    values: dict[str, list] = {}
+    for part in email.message_from_bytes(head + request.content, policy=email.policy.HTTP).iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        value = part.get_payload(decode=True)
+        values.setdefault(name, []).append(value if name == "file" else value.decode())
+    return {name: found[0] if len(found) == 1 else found for name, found in values.items()}
+
+
 class FakeServer:
-    """/v2/media: accepts base64 uploads, dedupes by sha256+options like the real one; a job is done on
+    """/v2/media (JSON, base64) and /v2/media/file (multipart): accepts uploads, dedupes by sha256+options like the real one; a job is done on
     its second poll. `refuse` answers the first N uploads with 429 + Retry-After."""
 
     def __init__(self, refuse: int = 0, retry_after_s: str = "0.3", sync: bool = False) -> None:
@@ -51,7 +64,7 @@ class FakeServer:
         if request.headers.get("x-api-key") != "k":
             return httpx.Response(401, json={"error": {"code": "UNAUTHORIZED", "message": "no"}})
         path = request.url.path
-        if request.method == "POST" and path == "/v2/media":
+        if request.method == "POST" and path in ("/v2/media", "/v2/media/file"):
             self.upload_times.append(time.monotonic())
             if self.refuse > 0:
                 self.refuse -= 1
@@ -60,8 +73,12 @@ class FakeServer:
                     headers={"Retry-After": self.retry_after_s},
                     json={"error": {"code": "RATE_LIMITED", "message": "slow down"}},
                 )
-            body = json.loads(request.content)
-            data = base64.b64decode(body.pop("file_base64"))
+            if path == "/v2/media":  # bytes without a name: JSON + base64
+                body = json.loads(request.content)
+                data = base64.b64decode(body.pop("file_base64"))
+            else:  # a file: multipart
+                body = multipart_fields(request)
+                data = body.pop("file")
             if not data.startswith(b"\xff\xd8"):
                 return httpx.Response(415, json={"error": {"code": "NOT_AN_IMAGE", "message": "no"}})
             sha = hashlib.sha256(data).hexdigest()
