@@ -120,19 +120,17 @@ def _face_rows(image: Image, faces: list[FaceAnalysis], crops: list[Crop]) -> li
     return rows
 
 
-def _load_bytes(image_uid: str, settings: Settings) -> bytes:
-    """The image bytes; a URL upload is downloaded (once) and stored content-addressed."""
+def _load_bytes(image: Image, settings: Settings) -> bytes:
+    """The claimed job's bytes; a URL upload is downloaded (once) and stored content-addressed."""
+    if image.sha256 is not None:
+        with session_scope() as session:
+            data = get_blob(session, settings, image.sha256)
+        if data is None:
+            raise FacequeueError(ErrorCode.PROCESSING_FAILED, "the original bytes are no longer stored")
+        return data
+    data = download(image.source_url, settings)
     with session_scope() as session:
-        image = session.get(Image, image_uid)
-        sha256, url = image.sha256, image.source_url
-        if sha256 is not None:
-            data = get_blob(session, settings, sha256)
-            if data is None:
-                raise FacequeueError(ErrorCode.PROCESSING_FAILED, "the original bytes are no longer stored")
-            return data
-    data = download(url, settings)
-    with session_scope() as session:
-        session.get(Image, image_uid).sha256 = put_blob(session, settings, data)
+        session.get(Image, image.uid).sha256 = put_blob(session, settings, data)
     return data
 
 
@@ -246,7 +244,7 @@ class ImageOutcome:
 def load_image(image: Image, settings: Settings) -> tuple[int, DecodedImage, dict[str, float]]:
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    data = _load_bytes(image.uid, settings)
+    data = _load_bytes(image, settings)
     timings["load"] = time.perf_counter() - start
     start = time.perf_counter()
     decoded = decode_image(data, settings.max_upload_bytes, settings.max_image_pixels)
