@@ -168,6 +168,17 @@ MODELS: dict[str, ModelSpec] = {
             converter="tflite",
         ),
         ModelSpec(
+            name="mtcnn_onet",
+            role="human-face verifier (MTCNN O-Net)",
+            file="onet.pt",
+            sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+            size=1559269,
+            licence="MIT (facenet-pytorch; MTCNN weights of Zhang et al. 2016, MIT)",
+            package="facenet-pytorch==2.6.0",
+            member="facenet_pytorch/data/onet.pt",
+            converter="mtcnn_onet",  # legacy torch state dict read without torch
+        ),
+        ModelSpec(
             name="iris_landmark",
             role="iris + eye contours",
             file="iris_landmark.tflite",
