@@ -2,8 +2,10 @@
 YuNet's detections: WIDER faces found at >= 0.75 and at 0.6-0.75 (auto mode, IoU >= 0.5 with an annotated
 face), WIDER detections >= 0.6 that match no face, the free portraits, the animals (their YuNet detections
 at >= 0.3 and the 27 hand-placed boxes of each), and the puppy as it is, doubled, mirrored, halved and cut
-to its head. Each at a few crop scales (square of max(w, h) x scale). Prints quantiles and, per threshold,
-the share of faces kept; `--save FILE.npz` keeps the raw scores.
+to its head. Each at a few crop scales (square of max(w, h) x scale), mirrored, and as the detector scores it (the mean
+of four crops, FaceDetector.human_scores); also the distance of O-Net's five points from YuNet's. Prints
+quantiles, per threshold the share of faces kept, and the faces lost when only boxes from a size on are
+checked; `--save FILE.npz` keeps the raw scores.
 
     nice -n 15 python tools/onet_check.py     # about 3 CPU minutes
 """
@@ -19,6 +21,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,11 +32,13 @@ from tools.nonface_signals import puppy_views  # noqa: E402
 from workers.models.fetch import model_path  # noqa: E402
 from workers.models.onet import ONet, crop_chips, square_boxes  # noqa: E402
 from workers.models.runtime import create_session  # noqa: E402
-from workers.models.yunet import YuNet  # noqa: E402
+from workers.models.yunet import Detections, YuNet  # noqa: E402
 from workers.pipeline.detect import FaceDetector  # noqa: E402
 
 SCALES = (1.0, 1.1, 1.2)
-VARIANTS = ("1.0", "1.1", "1.2", "1.0 mirrored", "1.1 mirrored", "points")  # rows of `probs`
+# Rows of `probs`; "detector" is FaceDetector.human_scores, the mean of the 1.0 / 1.1 crops and mirrors.
+VARIANTS = ("1.0", "1.1", "1.2", "1.0 mirrored", "1.1 mirrored", "points", "detector")
+GATES = (0, 48, 64, 80, 100)  # short box sides (px) from which the detector's score is checked
 THRESHOLDS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
@@ -46,6 +51,7 @@ def main() -> None:
     session = create_session(YuNet.dynamic_model_bytes(model_path("yunet", settings)), settings)
     detector = FaceDetector(session, threshold=0.3, mode="auto")  # no second look: raw YuNet
     onet = ONet.from_file(model_path("mtcnn_onet", settings), lambda p: create_session(p, settings))
+    checker = FaceDetector(session, threshold=0.3, onet_loader=lambda: onet)
 
     def probs(image: np.ndarray, boxes: np.ndarray, marks: np.ndarray | None = None) -> np.ndarray:
         """(len(VARIANTS), N): face probabilities of the crops at each scale, of the mirrored crops, and
@@ -61,7 +67,8 @@ def main() -> None:
             if marks is not None
             else np.full(len(boxes), np.nan)
         )
-        return np.stack(rows + [far])
+        (mean,) = checker.human_scores([image], [Detections(boxes, np.ones(len(boxes)), marks)])
+        return np.stack(rows + [far, mean])
 
     buckets: dict[str, list[np.ndarray]] = {"confident": [], "low 0.6-0.75": [], "unmatched >= 0.6": []}
     sizes: list[np.ndarray] = []
@@ -93,6 +100,12 @@ def main() -> None:
                 image, *(lambda p: (p.boxes, p.landmarks))(placed_faces(*ANIMAL_FACES[name]))
             )
     views = puppy_views() | {"head cut": puppy()[120:512, 140:580]}
+    for scale in (0.2, 0.25, 0.3, 0.4, 0.7, 1.5, 3):
+        pil = Image.fromarray(puppy())
+        views[f"x{scale}"] = np.asarray(
+            pil.resize((round(pil.width * scale), round(pil.height * scale)), Image.Resampling.BILINEAR)
+        )
+        views[f"x{scale} mirrored"] = np.ascontiguousarray(views[f"x{scale}"][:, ::-1])
     for name, image in views.items():
         det = detector.detect(image)
         label = (
@@ -129,6 +142,19 @@ def main() -> None:
             print(
                 f"confident faces {lo}-{hi} px: n={sel.sum()}, 0.5 % quantile {np.percentile(conf[sel], 0.5):.4f}"
             )
+    print(
+        "\nThe detector's score (mean of 4) checked from a short side of S px on: faces lost at threshold t"
+    )
+    low, low_size = wider["low 0.6-0.75"][-1], np.concatenate(low_sizes)
+    puppies = np.concatenate([v[-1] for k, v in others.items() if k.startswith("puppy ") and "placed" not in k])
+    print(f"  puppy, YuNet's detections on all views: max {puppies.max():.4f}")
+    for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5):
+        cells = []
+        for gate in GATES:
+            lost = int(((wider["confident"][-1] < t) & (small >= gate)).sum())
+            lost_low = int(((low < t) & (low_size >= gate)).sum())
+            cells.append(f">={gate}px {lost} + {lost_low}")
+        print(f"  t={t}: confident + 0.6-0.75 faces lost: " + ", ".join(cells))
     if args.save:
         np.savez(
             args.save,
