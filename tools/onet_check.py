@@ -135,18 +135,21 @@ def main() -> None:
             shown = f"max {v.max():.4f}" if "placed" in name else " ".join(f"{x:.4f}" for x in v)
             print(f"{name:45s} {shown}")
     small = np.concatenate(sizes)
-    conf = wider["confident"][0]
+    conf = wider["confident"][-1]  # the detector's score
     for lo, hi in ((0, 20), (20, 40), (40, 80), (80, 10_000)):
         sel = (small >= lo) & (small < hi)
         if sel.any():
             print(
-                f"confident faces {lo}-{hi} px: n={sel.sum()}, 0.5 % quantile {np.percentile(conf[sel], 0.5):.4f}"
+                f"confident faces {lo}-{hi} px: n={sel.sum()}, detector score 0.5 % quantile "
+                f"{np.percentile(conf[sel], 0.5):.4f}"
             )
     print(
         "\nThe detector's score (mean of 4) checked from a short side of S px on: faces lost at threshold t"
     )
     low, low_size = wider["low 0.6-0.75"][-1], np.concatenate(low_sizes)
-    puppies = np.concatenate([v[-1] for k, v in others.items() if k.startswith("puppy ") and "placed" not in k])
+    puppies = np.concatenate(
+        [v[-1] for k, v in others.items() if k.startswith("puppy ") and "placed" not in k]
+    )
     print(f"  puppy, YuNet's detections on all views: max {puppies.max():.4f}")
     for t in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5):
         cells = []
