@@ -27,8 +27,9 @@ Second look (`FACEQUEUE_NONFACE_CHECK`, on by default), two networks:
   only when the mesh network's face-presence output (MediaPipe's face flag) reaches
   `nonface_min_face_score`. The mesh misses many real profile and occluded faces, so a confident detection
   is second-guessed only against a far lower floor, `nonface_sure_min_face_score` (0 = never, the
-  default): 5e-5 loses 0.3 % of the confident real faces on WIDER but catches only some cat and quokka faces, and no dog face: the mesh scores a frontal puppy face
-  as high as a human one (0.9-1.0); the O-Net check is what rejects it.
+  default): 5e-5 loses 0.3 % of the confident real faces on WIDER but catches only some cat and quokka
+  faces, and no dog face: the mesh scores a frontal puppy face as high as a human one (0.9-1.0); the O-Net
+  check is what rejects it.
 Figures: benchmarks/RESULTS.md, tests/accuracy/test_detection.py and tests/unit/test_detect.py.
 """
 
