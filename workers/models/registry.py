@@ -24,6 +24,9 @@ class ModelSpec:
     url: str = ""  # upstream URL of this exact file
     converter: str = ""  # module in workers.models.convert; empty = usable as is
     default: bool = True  # part of the default pack fetched by `facequeue models fetch`
+    # A worker refuses to start when the default pack misses an essential model; a non-essential default
+    # one only disables its check (logged) until a later fetch finds it.
+    essential: bool = True
 
     @property
     def source(self) -> str:
@@ -177,6 +180,9 @@ MODELS: dict[str, ModelSpec] = {
             package="facenet-pytorch==2.6.0",
             member="facenet_pytorch/data/onet.pt",
             converter="mtcnn_onet",  # legacy torch state dict read without torch
+            # Default (it rejects a dog face the rest of the pack takes for a human one), but without it
+            # detection still works: the detector skips only that check (workers/pipeline/detect.py).
+            essential=False,
         ),
         ModelSpec(
             name="iris_landmark",
