@@ -59,16 +59,17 @@ DETECTION_MARKERS = (
     "<!-- benchmarks/pipeline.py --detection:begin -->",
     "<!-- benchmarks/pipeline.py --detection:end -->",
 )
-# (name, detection_mode, second look, floor for confident detections) as FaceDetector runs them; the first
-# row is the peer for ratios.
+# (name, detection_mode, second look, floor for confident detections, O-Net human-face check in the second
+# look) as FaceDetector runs them; the first row is the peer for ratios.
 SURE_FLOOR = 5e-5  # the opt-in floor measured here (FACEQUEUE_NONFACE_SURE_MIN_FACE_SCORE)
 DETECTION_SETTINGS = (
-    ("fast, no second look (before)", "fast", False, 0.0),
-    ("fast + second look", "fast", True, 0.0),
-    ("auto, no second look", "auto", False, 0.0),
-    ("auto + second look (default)", "auto", True, 0.0),
-    ("accurate + second look", "accurate", True, 0.0),
-    (f"auto + second look, confident floor {SURE_FLOOR:g}", "auto", True, SURE_FLOOR),
+    ("fast, no second look (before)", "fast", False, 0.0, False),
+    ("fast + second look", "fast", True, 0.0, True),
+    ("auto, no second look", "auto", False, 0.0, False),
+    ("auto + second look (default)", "auto", True, 0.0, True),
+    ("auto + second look without the O-Net check", "auto", True, 0.0, False),
+    ("accurate + second look", "accurate", True, 0.0, True),
+    (f"auto + second look, confident floor {SURE_FLOOR:g}", "auto", True, SURE_FLOOR, True),
 )
 
 
@@ -239,6 +240,7 @@ def non_face_variants() -> dict[str, np.ndarray]:
 def detection_rows() -> list[dict]:
     """Each DETECTION_SETTINGS row on the WIDER subset and the non-face photos, one thread."""
     from workers.models.face_mesh import FaceMesh
+    from workers.models.onet import ONet
     from workers.pipeline.detect import FaceDetector
 
     settings = settings_for(1, "fast", False)
@@ -249,12 +251,17 @@ def detection_rows() -> list[dict]:
             model_path("face_landmark", settings), lambda p: create_session(p, settings)
         )
 
+    def onet() -> ONet:
+        return ONet.from_file(model_path("mtcnn_onet", settings), lambda p: create_session(p, settings))
+
     truths = {name: wider_ground_truth(side) for name, side in WIDER_BANDS.items()}
     truths |= {">=20": wider_ground_truth(20), ">=32": wider_ground_truth(32)}
     images = [rgb(gt.path) for gt in truths[">=32"]]
     others = non_face_variants()
 
-    def make(threshold: float, mode: str, look: bool, floor: float = 0.0) -> FaceDetector:
+    def make(
+        threshold: float, mode: str, look: bool, floor: float = 0.0, human: bool = False
+    ) -> FaceDetector:
         detector = FaceDetector(
             session,
             threshold=threshold,
@@ -264,15 +271,18 @@ def detection_rows() -> list[dict]:
             mesh_loader=mesh if look else None,
             sure_min_face_score=floor,
             mode=mode,  # type: ignore[arg-type]
+            onet_loader=onet if human else None,
+            onet_min_prob=settings.nonface_onet_min_prob,
+            onet_min_side=settings.nonface_onet_min_side,
         )
         detector.load()
         detector.detect(images[0])  # warm-up
-        detector.second_passes = detector.rejected = 0
+        detector.second_passes = detector.rejected = detector.rejected_by_onet = 0
         return detector
 
     # Timing at the default threshold: the settings take turns on each image and the process's CPU time
     # is counted (the cores are shared: wall time would mostly measure the neighbours).
-    timed = [make(0.6, mode, look, floor) for _, mode, look, floor in DETECTION_SETTINGS]
+    timed = [make(0.6, *setting) for _, *setting in DETECTION_SETTINGS]
     cpu = np.zeros(len(timed))
     for image in images:
         for k, detector in enumerate(timed):
@@ -280,10 +290,10 @@ def detection_rows() -> list[dict]:
             detector.detect(image)
             cpu[k] += time.process_time() - start
     rows = []
-    for k, (name, mode, look, floor) in enumerate(DETECTION_SETTINGS):
+    for k, (name, *setting) in enumerate(DETECTION_SETTINGS):
         # One run at the curve threshold 0.3; the answers at 0.6 are its subset >= 0.6 (the passes, the
         # merge and the second look do not depend on the reporting threshold).
-        detector = make(0.3, mode, look, floor)
+        detector = make(0.3, *setting)
         found = [detector.detect(im) for im in images]
         row: dict = {"setting": name, "ms/image": 1000 * cpu[k] / len(images)}
         row |= {
@@ -296,6 +306,7 @@ def detection_rows() -> list[dict]:
         row["false/image"] = false_detections(truths[">=32"], [b for b, _ in at]) / len(images)
         row["second passes"] = timed[k].second_passes
         row["rejected"] = timed[k].rejected
+        row["rejected by O-Net"] = timed[k].rejected_by_onet
         counts = [len(timed[k].detect(im)) for im in others.values()]
         row["non-face photos with a detection"] = sum(c > 0 for c in counts)
         row["non-face detections"] = sum(counts)
@@ -357,7 +368,8 @@ def detection_section() -> str:
             *lines,
             "",
             f"Second passes (auto): {rows[3]['second passes']} of 400 images; the second look dropped "
-            f"{rows[3]['rejected']} detections (auto + second look). Non-face photos still detected: "
+            f"{rows[3]['rejected']} detections (auto + second look), {rows[3]['rejected by O-Net']} of them by "
+            "the O-Net human-face check. Non-face photos still detected: "
             + "; ".join(f"{r['setting']}: {', '.join(r['non-face photos detected']) or 'none'}" for r in rows)
             + ".",
             "",

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     nonface_sure_score: float = 0.75
     # Confident detections (>= nonface_sure_score) are dropped only below this far lower floor; 0 = never.
     nonface_sure_min_face_score: float = 0.0
+    # Every detection whose box has a short side >= nonface_onet_min_side pixels (confident ones too) is
+    # dropped when MTCNN's O-Net, a face/non-face classifier, rates it below nonface_onet_min_prob (mean of
+    # 4 crops); 0 = off. Catches a frontal dog face YuNet and the mesh both take for a human one
+    # (tools/onet_check.py: WIDER faces >= 80 px score >= 0.38 but one, the puppy at most 0.16).
+    nonface_onet_min_prob: float = 0.25
+    nonface_onet_min_side: float = 80.0
     # `nsfw` flag: open_nsfw scores at or above this are labelled nsfw (Yahoo: < 0.2 safe, > 0.8 likely NSFW).
     nsfw_threshold: float = 0.5
 

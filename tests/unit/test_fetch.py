@@ -231,6 +231,36 @@ def test_fetch_all_selects_by_name_and_role(tmp_path: Path, mirror: Path, no_net
         fetch.fetch_all(settings, progress=False, roles=["liveness"])
 
 
+def test_default_pack_without_a_non_essential_model_still_fetches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """O-Net (default, not essential) missing everywhere: the pack fetch, and so a worker's start, goes on
+    without it and says so; asked for by name, it fails like any model."""
+    assert "mtcnn_onet" in default_names() and not MODELS["mtcnn_onet"].essential
+    assert all(MODELS[n].essential for n in default_names() if n != "mtcnn_onet")
+
+    def model_path(name: str, *_: object) -> Path:
+        if name == "mtcnn_onet":
+            raise fetch.ModelFetchError("onet.pt: no source could provide it")
+        return tmp_path / name
+
+    monkeypatch.setattr(fetch, "model_path", model_path)
+    settings = make_settings(tmp_path, None)
+    with caplog.at_level("WARNING", logger="workers.models.fetch"):
+        paths = fetch.fetch_all(settings, progress=False)
+    assert set(paths) == set(default_names()) - {"mtcnn_onet"}
+    assert "model mtcnn_onet not fetched" in caplog.text
+    with pytest.raises(fetch.ModelFetchError):
+        fetch.fetch_all(settings, progress=False, names=["mtcnn_onet"])
+
+    def nothing(name: str, *_: object) -> Path:
+        raise fetch.ModelFetchError(f"{name}: no source could provide it")
+
+    monkeypatch.setattr(fetch, "model_path", nothing)
+    with pytest.raises(fetch.ModelFetchError, match="yunet"):
+        fetch.fetch_all(settings, progress=False)  # an essential one missing still stops the pack
+
+
 def test_optional_model_missing_is_not_available_naming_files_and_remedy(
     tmp_path: Path, no_network: list[str]
 ) -> None:

