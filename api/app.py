@@ -195,52 +195,9 @@ def create_app() -> FastAPI:
         "v2 errors answer `{error: {code, message}}` with the HTTP status; v1 (Betaface) answers HTTP 200 "
         "with a negative `int_response`.",
     )
-    for router in v1.make_routers():
-        app.include_router(router, dependencies=DOCUMENTED_KEYS, responses={200: {"model": answers.V1Answer}})
-    for router in (v2.router, recognition.router, faces.router, batches.router):
-        app.include_router(router, dependencies=DOCUMENTED_KEYS, responses=answers.ERRORS)
-    # Vendor adapters answer in their vendor's shapes (their own errors too).
-    app.include_router(liveness.router)
-    app.include_router(sightcorp.router)
-    app.include_router(facepp.router)
-    app.include_router(azure.router)
-    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
-
-    @app.get("/", include_in_schema=False)
-    def console() -> FileResponse:
-        return FileResponse(CONSOLE / "index.html", headers={"Content-Security-Policy": CONSOLE_POLICY})
-
-    # base64 inflates by 4/3; leave room for the JSON around it.
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
-    app.add_middleware(RequestTimer)
-    app.add_middleware(CatchAll)  # outermost of ours: also catches what BodyLimit lets through
+    # Routes are matched in order, one by one: the busiest (health checks, v2 uploads and polls) first.
     state = metrics.CollectorRegistry(auto_describe=False)
     state.register(metrics.StateCollector(WORKER_QUEUES))
-
-    @app.exception_handler(FacequeueError)
-    def on_facequeue_error(request: Request, exc: FacequeueError) -> Response:
-        return error_response(request, exc.code, exc.message, exc.retry_after)
-
-    @app.exception_handler(RequestValidationError)
-    def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
-        details = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}".removeprefix(": ") for e in exc.errors()[:5]
-        )
-        return error_response(request, ErrorCode.INVALID_REQUEST, details or None)
-
-    @app.exception_handler(StarletteHTTPException)
-    def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
-        return error_response(request, code, str(exc.detail))
-
-    def on_outage(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("%s answered 503: %s: %s", request.url.path, type(exc).__name__, exc)
-        response = error_response(request, ErrorCode.SERVICE_UNAVAILABLE)
-        response.headers["Retry-After"] = str(RETRY_AFTER_S)
-        return response
-
-    for outage in OUTAGES:
-        app.add_exception_handler(outage, on_outage)
 
     @app.get("/health", tags=["operations"], response_model=Health, responses={503: {"model": Health}})
     def health() -> JSONResponse:
@@ -272,5 +229,50 @@ def create_app() -> FastAPI:
         """Prometheus text format: this api's requests and uploads, queue depths and jobs by status."""
         body = metrics.render(metrics.process_registry(), state)
         return Response(body, media_type=metrics.CONTENT_TYPE_LATEST)
+
+    for router in (v2.router, recognition.router, faces.router, batches.router):
+        app.include_router(router, dependencies=DOCUMENTED_KEYS, responses=answers.ERRORS)
+    for router in v1.make_routers():
+        app.include_router(router, dependencies=DOCUMENTED_KEYS, responses={200: {"model": answers.V1Answer}})
+    # Vendor adapters answer in their vendor's shapes (their own errors too).
+    app.include_router(liveness.router)
+    app.include_router(sightcorp.router)
+    app.include_router(facepp.router)
+    app.include_router(azure.router)
+    app.mount("/console", StaticFiles(directory=CONSOLE), name="console")
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(CONSOLE / "index.html", headers={"Content-Security-Policy": CONSOLE_POLICY})
+
+    # base64 inflates by 4/3; leave room for the JSON around it.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes * 4 // 3 + 64 * 1024)
+    app.add_middleware(RequestTimer)
+    app.add_middleware(CatchAll)  # outermost of ours: also catches what BodyLimit lets through
+
+    @app.exception_handler(FacequeueError)
+    def on_facequeue_error(request: Request, exc: FacequeueError) -> Response:
+        return error_response(request, exc.code, exc.message, exc.retry_after)
+
+    @app.exception_handler(RequestValidationError)
+    def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        details = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}".removeprefix(": ") for e in exc.errors()[:5]
+        )
+        return error_response(request, ErrorCode.INVALID_REQUEST, details or None)
+
+    @app.exception_handler(StarletteHTTPException)
+    def on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.INVALID_REQUEST
+        return error_response(request, code, str(exc.detail))
+
+    def on_outage(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("%s answered 503: %s: %s", request.url.path, type(exc).__name__, exc)
+        response = error_response(request, ErrorCode.SERVICE_UNAVAILABLE)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, on_outage)
 
     return app
