@@ -75,12 +75,13 @@ def database() -> Iterator[str]:
 class Worker:
     """A `celery worker` process in its own process group."""
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
+    def __init__(self, env: dict[str, str] | None = None, interactive_only: bool = False) -> None:
         self.log = HOME / f"worker-{uuid.uuid4().hex[:6]}.log"
         HOME.mkdir(parents=True, exist_ok=True)
         # The production worker command (facequeue worker), one prefork child, a unique node name.
         command = worker_command(
-            ["--pool", "prefork", "--concurrency", "1", "-n", f"it-{uuid.uuid4().hex[:6]}@%h"]
+            ["--pool", "prefork", "--concurrency", "1", "-n", f"it-{uuid.uuid4().hex[:6]}@%h"],
+            interactive_only,
         )
         self.process = subprocess.Popen(
             command,
@@ -115,8 +116,8 @@ class Workers:
     def __init__(self) -> None:
         self.running: list[Worker] = []
 
-    def start(self, **env: str) -> Worker:
-        worker = Worker(env)
+    def start(self, interactive_only: bool = False, **env: str) -> Worker:
+        worker = Worker(env, interactive_only)
         self.running.append(worker)
         return worker
 

@@ -198,7 +198,19 @@ def test_person_from_folder_enrols_once(api_url: str, ingest_key: str, worker, t
         "--out",
         str(tmp_path / "p.jsonl"),
     ]
-    for _ in range(2):  # the second run must neither re-upload nor enrol again
+    out = tmp_path / "p.jsonl"
+    # Ctrl-C once the first photo is enrolled (one upload at a time, so it lands mid-run) ...
+    interrupted = cli(api_url, ingest_key, *args, "--concurrency", "1")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and (not out.exists() or not out.read_text().splitlines()):
+        assert interrupted.poll() is None, interrupted.communicate()
+        time.sleep(0.05)
+    interrupted.send_signal(signal.SIGINT)
+    _, stderr = interrupted.communicate(timeout=15)
+    assert interrupted.returncode == 130, stderr
+    assert 1 <= len(out.read_text().splitlines()) < 6, "stopped mid-run"
+    # ... then two whole runs: the first finishes the rest, the second neither re-uploads nor enrols again.
+    for _ in range(2):
         run = cli(api_url, ingest_key, *args)
         _, stderr = run.communicate(timeout=180)
         assert run.returncode == 0, stderr

@@ -108,6 +108,31 @@ def test_queue_limit_answers_429_and_a_repeat_is_still_answered(client, monkeypa
     assert again.status_code == 202 and again.json()["media_uuid"] == answers[0].json()["media_uuid"]
 
 
+def test_interactive_lane_serves_uploads_and_never_takes_bulk_work(client, api_key, workers):  # type: ignore[no-untyped-def]
+    """`facequeue worker --interactive-only` (compose's worker-interactive) beside a bulk backlog."""
+    workers.stop_all()
+    backlog = bulk_jobs(api_key, [tiny_png() + f"lane-{uuid.uuid4()}".encode() for _ in range(6)])
+    lane = workers.start(interactive_only=True)
+    try:
+        uid = upload(client, api_key, encode(astronaut()), "bestface")
+        body = wait_for(client, uid, api_key, timeout=120)  # only the lane runs: it took the job
+        assert body["status"] == "done" and len(body["faces"]) == 1
+        time.sleep(2)  # a worker listening on the bulk queue too would have taken these by now
+        queued = db_rows("SELECT count(*) FROM images WHERE uid = ANY(:u) AND status = 'queued'", u=backlog)[
+            0
+        ][0]
+        assert queued == len(backlog), "the interactive lane took bulk work"
+    finally:
+        lane.stop()
+    workers.start()  # a full worker drains the backlog
+    deadline = time.monotonic() + 90
+    while db_rows(
+        "SELECT 1 FROM images WHERE uid = ANY(:u) AND status IN ('queued', 'processing')", u=backlog
+    ):
+        assert time.monotonic() < deadline, "the bulk backlog never drained"
+        time.sleep(0.2)
+
+
 def test_interactive_upload_completes_while_a_bulk_backlog_is_queued(client, api_key, workers):  # type: ignore[no-untyped-def]
     workers.stop_all()
     backlog = bulk_jobs(api_key, [tiny_png() + f"bulk-{uuid.uuid4()}".encode() for _ in range(24)])
