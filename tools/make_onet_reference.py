@@ -49,7 +49,7 @@ def make_chips() -> None:
     chips = []
     for image, boxes in sources:
         for scale in (1.0, 1.1):
-            chip = crop_chips(image, np.array(boxes, float), scale=scale)
+            chip = crop_chips(image, np.array(boxes, float), scales=(scale,))
             chips += [chip, chip[:, :, ::-1]]
     rng = np.random.default_rng(0)
     chips.append(rng.integers(0, 256, (2, 48, 48, 3), dtype=np.uint8))

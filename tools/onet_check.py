@@ -56,8 +56,8 @@ def main() -> None:
     def probs(image: np.ndarray, boxes: np.ndarray, marks: np.ndarray | None = None) -> np.ndarray:
         """(len(VARIANTS), N): face probabilities of the crops at each scale, of the mirrored crops, and
         the mean distance of O-Net's five points from YuNet's (in crop sides; nan without YuNet's)."""
-        rows = [onet.face_probability(crop_chips(image, boxes, scale=s)) for s in SCALES]
-        rows += [onet.face_probability(crop_chips(image, boxes, scale=s)[:, :, ::-1]) for s in SCALES[:2]]
+        rows = [onet.face_probability(crop_chips(image, boxes, scales=(s,))) for s in SCALES]
+        rows += [onet.face_probability(crop_chips(image, boxes, scales=(s,))[:, :, ::-1]) for s in SCALES[:2]]
         _, _, pts = onet.run(crop_chips(image, boxes))
         square = square_boxes(boxes).astype(float)
         side = square[:, 2] - square[:, 0]

@@ -82,5 +82,9 @@ def test_crops_are_mtcnn_squares(onet: ONet) -> None:
     assert (chips[0, :24, :24] == 200).all() and (chips[0, 25:, 25:] == 0).all()
     assert (chips[1] == 200).all()
     assert crop_chips(image, np.zeros((0, 4))).shape == (0, 48, 48, 3)
+    # Several scales at once: scale by scale, as the single-scale calls give them.
+    boxes = np.array([[50, 50, 150, 150], [0, 0, 100, 100]], float)
+    both = crop_chips(image, boxes, scales=(1.0, 1.1))
+    assert (both == np.concatenate([crop_chips(image, boxes), crop_chips(image, boxes, scales=(1.1,))])).all()
     with pytest.raises(ValueError, match="48, 48, 3"):
         onet.run(np.zeros((1, 40, 40, 3), np.uint8))

@@ -26,12 +26,16 @@ def square_boxes(boxes: np.ndarray, scale: float = 1.0) -> np.ndarray:
     return np.column_stack([corner, corner + np.round(side)[:, None]]).astype(np.int64)
 
 
-def crop_chips(image: np.ndarray, boxes: np.ndarray, size: int = 48, scale: float = 1.0) -> np.ndarray:
-    """(N, size, size, 3) uint8 chips of an RGB uint8 image: each box squared, out-of-image parts black,
-    area-resampled (MTCNN resamples with `interpolate(mode="area")` / cv2.INTER_AREA)."""
+def crop_chips(
+    image: np.ndarray, boxes: np.ndarray, size: int = 48, scales: tuple[float, ...] = (1.0,)
+) -> np.ndarray:
+    """(len(scales) * N, size, size, 3) uint8 chips of an RGB uint8 image, scale by scale: each box
+    squared at that scale, out-of-image parts black, area-resampled (MTCNN resamples with
+    `interpolate(mode="area")` / cv2.INTER_AREA). The image is converted once for every scale."""
     pil = Image.fromarray(np.asarray(image, np.uint8))
-    chips = np.empty((len(boxes), size, size, 3), np.uint8)
-    for i, box in enumerate(square_boxes(boxes, scale)):
+    squares = [square for scale in scales for square in square_boxes(boxes, scale)]
+    chips = np.empty((len(squares), size, size, 3), np.uint8)
+    for i, box in enumerate(squares):
         # PIL fills the parts of a crop outside the image with black, as MTCNN's pad() does.
         chips[i] = np.asarray(pil.crop(tuple(int(v) for v in box)).resize((size, size), Image.Resampling.BOX))
     return chips

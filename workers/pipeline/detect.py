@@ -182,7 +182,7 @@ class FaceDetector:
         if onet is None:
             raise RuntimeError("this detector has no human-face check network (O-Net)")
         chips = [
-            np.concatenate([crop_chips(image, det.boxes, ONet.chip_size, scale) for scale in ONET_SCALES])
+            crop_chips(image, det.boxes, ONet.chip_size, ONET_SCALES)
             for image, det in zip(images, found, strict=True)
         ]
         batch = np.concatenate(chips) if chips else np.zeros((0, ONet.chip_size, ONet.chip_size, 3), np.uint8)
