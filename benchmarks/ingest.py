@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import hashlib
 import itertools
@@ -38,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,6 +57,21 @@ from facequeue.client import Client  # noqa: E402
 from tests.photos import SHARED_DATA, astronaut, encode, group, hopper  # noqa: E402
 
 FACEQUEUE = [sys.executable, "-m", "facequeue.cli"]
+
+
+@contextlib.contextmanager
+def fresh_database(pg: str, prefix: str) -> Iterator[str]:
+    """A new, empty Postgres database for one run (its URL), dropped afterwards whatever happens."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(f"{pg}/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"{pg}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def shared_photos(n: int, folder: Path) -> list[Path]:
@@ -164,13 +181,14 @@ def interactive_probe(
 
 
 def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict:
-    db_name = f"facequeue_ingest_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+    with fresh_database(args.pg, "facequeue_ingest") as database_url:
+        return _run_service(database_url, paths, args, work)
+
+
+def _run_service(database_url: str, paths: list[Path], args: argparse.Namespace, work: Path) -> dict:
     env = {
         **os.environ,
-        "DATABASE_URL": f"{args.pg}/{db_name}",
+        "DATABASE_URL": database_url,
         "BROKER_URL": args.redis,
         "FACEQUEUE_HOME": str(work / "home"),
     }
@@ -314,8 +332,6 @@ def run_service(paths: list[Path], args: argparse.Namespace, work: Path) -> dict
                 else:
                     process.terminate()
                 process.wait(timeout=60)
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
 
 
 def profiler(args: argparse.Namespace, role: str) -> list[str]:

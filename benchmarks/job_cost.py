@@ -28,12 +28,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
-from sqlalchemy import create_engine, event, select, text  # noqa: E402
+from sqlalchemy import event, select, text  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.ingest import FACEQUEUE, cpu_by_role  # noqa: E402
+from benchmarks.ingest import FACEQUEUE, cpu_by_role, fresh_database  # noqa: E402
 
 
 def tiny_png(i: int) -> bytes:
@@ -171,15 +171,11 @@ def main() -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     args = parser.parse_args()
 
-    db_name = f"facequeue_job_cost_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(f"{args.pg}/postgres", isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
-    home = Path(tempfile.mkdtemp(prefix="facequeue-job-cost-home-"))
-    env = {**os.environ, "DATABASE_URL": f"{args.pg}/{db_name}", "BROKER_URL": args.redis}
-    env["FACEQUEUE_HOME"] = str(home)
-    os.environ.update(env)
-    try:
+    with fresh_database(args.pg, "facequeue_job_cost") as database_url:
+        home = Path(tempfile.mkdtemp(prefix="facequeue-job-cost-home-"))
+        env = {**os.environ, "DATABASE_URL": database_url, "BROKER_URL": args.redis}
+        env["FACEQUEUE_HOME"] = str(home)
+        os.environ.update(env)
         import redis
 
         redis.Redis.from_url(args.redis).flushdb()
@@ -187,21 +183,18 @@ def main() -> None:
         subprocess.run(
             [*FACEQUEUE, "keys", "create", "job-cost"], env=env, check=True, capture_output=True, cwd=ROOT
         )
-        from schema.db import session_scope
+        from schema.db import get_engine, session_scope
         from schema.tables import Tenant
 
         with session_scope() as session:
             tenant_id = session.execute(select(Tenant.id).where(Tenant.name == "job-cost")).scalar_one()
         load = os.getloadavg()
         print(f"load average at start {load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f}", flush=True)
-        through_worker(args, env, tenant_id)
-        in_process(args, tenant_id)
-    finally:
-        from schema.db import get_engine
-
-        get_engine().dispose()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        try:
+            through_worker(args, env, tenant_id)
+            in_process(args, tenant_id)
+        finally:
+            get_engine().dispose()
 
 
 if __name__ == "__main__":
