@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schema.errors import ErrorCode, FacequeueError
@@ -32,14 +33,30 @@ SHORT_MAX_LENGTH = 256  # api keys, uids, person ids, checksums, recognition tar
 
 # C0 and C1 controls except tab, LF, CR; DEL; and any UTF-16 surrogate (never valid alone in text).
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_LONG = 4096  # from this length an ASCII string is checked with numpy
+
+
+def has_forbidden(value: str) -> bool:
+    """Whether `value` holds a character _FORBIDDEN matches. The regex costs about 8 ns a character, 4 ms
+    on a base64 image; a long ASCII string (base64, always) takes numpy a few passes, about 0.1 ms."""
+    if len(value) < _LONG or not value.isascii():
+        return _FORBIDDEN.search(value) is not None
+    codes = np.frombuffer(value.encode("ascii"), np.uint8)
+    if codes.max() == 0x7F:  # DEL, the only forbidden ASCII character above the controls
+        return True
+    controls = codes < 0x20
+    if not controls.any():
+        return False
+    allowed = (codes == 0x09) | (codes == 0x0A) | (codes == 0x0D)  # tab, LF, CR
+    return int(np.count_nonzero(controls)) != int(np.count_nonzero(allowed))
 
 
 def text_problem(value: str, max_length: int = DEFAULT_MAX_LENGTH) -> str | None:
     """Why `value` may not cross the wire, or None when it may."""
     if len(value) > max_length:
         return f"is {len(value)} characters long; at most {max_length} are allowed"
-    bad = _FORBIDDEN.search(value)
-    if bad is not None:
+    if has_forbidden(value):
+        bad = _FORBIDDEN.search(value)
         kind = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
         return f"contains {kind} (U+{ord(bad.group()):04X}) at position {bad.start()}"
     return None
@@ -56,7 +73,7 @@ def _walk(value: Any, where: str) -> None:
     # Lengths are the fields' own business (pydantic, from the types below); characters are checked here,
     # unknown and nested fields included, so no string escapes the check whatever the model declares.
     if isinstance(value, str):
-        if _FORBIDDEN.search(value) is not None:
+        if has_forbidden(value):
             raise ValueError(f"{where or 'value'} {text_problem(value, len(value))}")
     elif isinstance(value, dict):
         for key, item in value.items():

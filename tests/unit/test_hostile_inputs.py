@@ -20,7 +20,7 @@ from api.logs import RedactSecrets, redact
 from facequeue.settings import Settings
 from schema.blobs import drop_blob, get_blob, put_blob, sha256_hex
 from schema.errors import ErrorCode, FacequeueError
-from schema.inputs import Filename, Short, WireModel, check_text, text_problem
+from schema.inputs import _FORBIDDEN, Filename, Short, WireModel, check_text, has_forbidden, text_problem
 from schema.tables import Base
 from workers import http, jobs
 from workers.pipeline.crops import CROP_MAX_SIDE, crop_rgb, make_crop, to_crop
@@ -47,6 +47,19 @@ def test_ordinary_text_passes(good: str) -> None:
 def test_length_limit_named_in_the_message() -> None:
     with pytest.raises(FacequeueError, match="501 characters long; at most 500"):
         check_text("f" * 501, "original_filename", 500)
+
+
+def test_long_strings_checked_like_short_ones() -> None:
+    """Long ASCII strings (base64 images) take a numpy path: it must agree with the regex on every character,
+    wherever it sits, including wrapped base64 (LF, CR LF) and the edges of the ASCII range."""
+    base = "QUJD" * 2000  # 8,000 characters of base64
+    for code in range(0x100):
+        for where in (0, 4321, len(base)):
+            value = base[:where] + chr(code) + base[where:]
+            assert has_forbidden(value) == (_FORBIDDEN.search(value) is not None), (code, where)
+    wrapped = "\r\n".join(base[i : i + 76] for i in range(0, len(base), 76))
+    assert not has_forbidden(wrapped)
+    assert text_problem(wrapped + "\x00", max_length=len(wrapped) + 1).endswith(f"at position {len(wrapped)}")
 
 
 class Sample(WireModel):
