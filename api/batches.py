@@ -109,10 +109,11 @@ def get_batch_results(
     """One page of the batch's media answers, in a stable order; pass next_cursor back for the next."""
     tenant = authenticate(session, request)
     batch = get_batch(session, tenant.id, _name(name))
+    faces = selectinload(Image.faces)
     query = (
         select(Image)
         .where(Image.tenant_id == tenant.id, Image.batch == batch.name)
-        .options(selectinload(Image.faces))
+        .options(faces.selectinload(Face.embeddings) if embeddings else faces)
         .order_by(Image.uid)
         .limit(limit)
     )
@@ -188,6 +189,7 @@ def get_namespace_faces(
                 .where(Face.tenant_id == tenant.id, Person.namespace_id == ns, Face.id > cursor)
                 .order_by(Face.id)
                 .limit(limit)
+                .options(*([selectinload(Face.embeddings)] if embeddings else []))
             ).scalars()
         )
     return {

@@ -187,7 +187,8 @@ class Face(Base):
 
     image: Mapped[Image] = relationship(back_populates="faces")
     person: Mapped[Person | None] = relationship(lazy="joined")
-    embeddings: Mapped[list[Embedding]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    # Loaded only when asked for: most answers carry no vectors (routes that do use selectinload).
+    embeddings: Mapped[list[Embedding]] = relationship(cascade="all, delete-orphan", lazy="select")
     crop: Mapped[FaceCrop | None] = relationship(cascade="all, delete-orphan", lazy="select")
 
 

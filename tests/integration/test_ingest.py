@@ -195,6 +195,8 @@ def test_person_from_folder_enrols_once(api_url: str, ingest_key: str, worker, t
         "--person-from-folder",
         "--namespace",
         "crew",
+        "--batch",
+        "crew-photos",
         "--out",
         str(tmp_path / "p.jsonl"),
     ]
@@ -219,8 +221,18 @@ def test_person_from_folder_enrols_once(api_url: str, ingest_key: str, worker, t
         assert sorted(persons) == ["Eileen Collins@crew", "Grace Hopper@crew"]
         assert [len(faces) for faces in persons.values()] == [3, 3]  # the best face of each photo, once
         exported = list(client.namespace_faces("crew"))
+        with_vectors = list(client.namespace_faces("crew", embeddings=True, page=4))  # two pages
+        batch_vectors = {
+            face["face_uuid"]: face["embedding"]
+            for media in client.batch_results("crew-photos", embeddings=True)
+            for face in media["faces"]
+        }
     assert sorted({face["person_id"] for face in exported}) == sorted(persons)
-    assert len(exported) == 6
+    assert len(exported) == 6 and "embedding" not in exported[0]
+    # Vectors only when asked for, the same through both exports.
+    assert [face["face_uuid"] for face in with_vectors] == [face["face_uuid"] for face in exported]
+    assert all(len(face["embedding"]) >= 128 and face["embedding_model"] for face in with_vectors)
+    assert all(batch_vectors[face["face_uuid"]] == face["embedding"] for face in with_vectors)
     crew = [i for i in tenant_images("ingest-tenant") if i.options.get("set_person_id")]
     assert len(crew) == 6 and all("bestface" in i.detection_flags for i in crew)
 
