@@ -9,6 +9,8 @@ import hashlib
 import ipaddress
 import json
 import logging
+import threading
+import time
 from urllib.parse import urlsplit
 
 from fastapi import BackgroundTasks
@@ -35,6 +37,29 @@ from workers.celery_app import BULK_QUEUE, IMAGES_QUEUE, enqueue_callback, enque
 from workers.http import check_address, check_url
 
 log = logging.getLogger(__name__)
+KNOWN_BATCH_TTL_S = 60.0
+
+
+class KnownBatches:
+    """Batch rows this process saw committed: an upload into a known batch skips ensure_batch's two
+    statements (batch rows are never deleted; the TTL bounds what a tenant's erasure could leave)."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, str], float] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[int, str]) -> bool:
+        seen = self._seen.get(key)
+        return seen is not None and time.monotonic() - seen < KNOWN_BATCH_TTL_S
+
+    def add(self, key: tuple[int, str]) -> None:
+        with self._lock:
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[key] = time.monotonic()
+
+
+known_batches = KnownBatches()
 
 
 class V1Request(WireModel):
@@ -148,6 +173,8 @@ def create_image_job(
     except IntegrityError:  # a concurrent upload of the same bytes won the race
         session.rollback()
         return _find_duplicate(session, tenant, image.dedupe_key)
+    if image.batch:  # committed: the batch row exists
+        known_batches.add((tenant.id, image.batch))
     _enqueue(image, send_later)
     return image
 
@@ -195,6 +222,8 @@ def create_url_jobs(
             session.add(image)
         jobs.append(image)
     session.commit()  # one transaction for the whole manifest, durable before any message
+    if jobs:  # committed: the batch row exists
+        known_batches.add((tenant.id, jobs[0].batch))
     for image in new:
         _enqueue(image)
     return jobs, rejected
@@ -263,7 +292,7 @@ def _new_image(
     queue_limiter().admit(session, tenant.id, image.queue, settings)
     if data is not None:  # a new job's bytes (brought back if the retention setting dropped them)
         put_blob(session, settings, data, image.sha256)
-    if batch:
+    if batch and (tenant.id, batch) not in known_batches:
         ensure_batch(session, tenant.id, batch)
     if options.get("callback_url"):
         image.callback_status = "pending"

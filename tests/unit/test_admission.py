@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import create_engine
+from PIL import Image as PILImage
+from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from api.limits import QueueLimiter, RateLimiter
@@ -102,3 +104,35 @@ def test_renew_extends_only_the_leases_this_attempt_owns(session: Session) -> No
     session.commit()
     renewed = session.get(Image, mine, populate_existing=True).lease_until
     assert renewed.replace(tzinfo=None) > before.replace(tzinfo=None) + timedelta(seconds=500)
+
+
+def test_known_batch_skips_its_statements_only_once_committed(session: Session, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from api import uploads
+    from schema.tables import Batch
+
+    monkeypatch.setattr(uploads, "known_batches", uploads.KnownBatches())
+    monkeypatch.setattr(uploads, "_send", lambda uid, queue: None)  # no broker here
+    ensured: list[str] = []
+    real_ensure = uploads.ensure_batch
+    monkeypatch.setattr(
+        uploads, "ensure_batch", lambda s, t, name: ensured.append(name) or real_ensure(s, t, name)
+    )
+    settings, tenant = Settings(), session.get(Tenant, 1)
+
+    def upload(i: int, batch: str) -> Image:
+        buffer = io.BytesIO()
+        PILImage.new("RGB", (16 + i, 16)).save(buffer, "JPEG")  # distinct bytes: no dedupe
+        return uploads.create_image_job(session, settings, tenant, data=buffer.getvalue(), batch=batch)
+
+    # A transaction that fails after ensure_batch leaves nothing behind, so nothing is remembered ...
+    monkeypatch.setattr(session, "commit", lambda: (_ for _ in ()).throw(RuntimeError("database gone")))
+    with pytest.raises(RuntimeError):
+        upload(0, "b")
+    session.rollback()
+    monkeypatch.delattr(session, "commit")
+    # ... and the next upload creates the row; later uploads into the batch skip both statements.
+    for i in range(1, 4):
+        upload(i, "b")
+    upload(4, "other")
+    assert ensured == ["b", "b", "other"]
+    assert sorted(session.execute(select(Batch.name)).scalars()) == ["b", "other"]
