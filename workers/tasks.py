@@ -292,7 +292,8 @@ def store_image(
     if error is not None:
         jobs.finish(image, error.code, error.message)
     else:
-        session.execute(delete(Face).where(Face.image_uid == image.uid))
+        if image.attempts > 1:  # defensive: a result is written once, with the job's end, by its attempt
+            session.execute(delete(Face).where(Face.image_uid == image.uid))
         session.add_all(_face_rows(image, outcome.faces, outcome.crops))
         image.format, image.width, image.height = (
             outcome.decoded.format,
