@@ -106,6 +106,11 @@ class Settings(BaseSettings):
     # the api, the databases and interactive-only workers are served first while a backlog drains.
     worker_nice: int = Field(10, ge=0, le=19)
 
+    # Celery task events (received, started, succeeded: Flower's task pages) cost a worker 1-2 ms of CPU per
+    # job (a third of the Celery parent process's CPU under load, by py-spy). Flower switches them on while
+    # it runs (its enable_events), so they are sent only while someone watches; true sends them always.
+    task_events: bool = False
+
     # Metrics: each worker serves Prometheus /metrics on this port (0 = off); api and worker processes
     # share their counters through files in metrics_dir (default: a fresh temporary folder per launch).
     worker_metrics_port: int = 9808

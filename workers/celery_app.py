@@ -42,7 +42,7 @@ def make_celery() -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         # Publishing must not hang an upload: the job row is already committed, the reaper re-sends.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.1, "interval_step": 0.2},
-        worker_send_task_events=True,  # Flower shows tasks live
+        worker_send_task_events=settings.task_events,  # else on while Flower runs (it enables them)
     )
     if app.conf.broker_url.startswith("redis"):
         app.conf.broker_transport_options = {

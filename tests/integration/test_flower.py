@@ -1,4 +1,7 @@
-"""Operators watch the queues in Flower: it runs against the same broker and shows our tasks."""
+"""Operators watch the queues in Flower: it runs against the same broker and shows our tasks.
+
+Workers send task events only while Flower runs (FACEQUEUE_TASK_EVENTS is off): Flower switches them on,
+so this test also fails if that stops working (checked with FLOWER_ENABLE_EVENTS=false)."""
 
 from __future__ import annotations
 
