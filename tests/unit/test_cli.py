@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from facequeue import cli
+from facequeue.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,3 +104,18 @@ def test_missing_models_end_in_a_message_not_a_traceback(tmp_path: Path, command
     assert "Traceback" not in run.stderr, run.stderr
     assert f"facequeue {command[0]}: model 'yunet'" in run.stderr
     assert "FACEQUEUE_MODEL_MIRROR" in run.stderr and "--from FOLDER" in run.stderr
+
+
+def test_readme_documents_every_setting() -> None:
+    """The README's configuration table names every setting by its environment variable."""
+    readme = (ROOT / "README.md").read_text()
+    table = "\n".join(line for line in readme.splitlines() if line.startswith("| `"))
+    test_hooks = {"debug_task_delay_s"}  # fault injection for the durability tests, never set in production
+    variables = {
+        name: field.validation_alias
+        if isinstance(field.validation_alias, str)
+        else f"FACEQUEUE_{name.upper()}"
+        for name, field in Settings.model_fields.items()
+        if name not in test_hooks
+    }
+    assert [f"`{v}`" for v in variables.values() if f"`{v}`" not in table] == []
