@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facequeue.client import Client  # noqa: E402
+from facequeue.settings import get_settings  # noqa: E402
 from tests.photos import SHARED_DATA, astronaut, encode, group, hopper  # noqa: E402
 
 FACEQUEUE = [sys.executable, "-m", "facequeue.cli"]
@@ -191,6 +192,8 @@ def _run_service(database_url: str, paths: list[Path], args: argparse.Namespace,
         "DATABASE_URL": database_url,
         "BROKER_URL": args.redis,
         "FACEQUEUE_HOME": str(work / "home"),
+        # the models this process uses (the pipeline phase): workers find them cached, not fetch them again
+        "FACEQUEUE_MODEL_DIR": str(get_settings().resolved_model_dir),
     }
     api = worker = lane = None
     try:
@@ -371,7 +374,6 @@ _PIPELINE = None
 
 def _init_pipeline(flags: str) -> None:
     global _PIPELINE
-    from facequeue.settings import get_settings
     from workers.pipeline.analyse import get_pipeline
 
     _PIPELINE = get_pipeline(get_settings())
@@ -379,7 +381,6 @@ def _init_pipeline(flags: str) -> None:
 
 
 def _analyse(data: bytes, flags: str) -> int:
-    from facequeue.settings import get_settings
     from schema.flags import parse_flags
     from workers.pipeline.decode import decode_image
 
