@@ -294,7 +294,8 @@ def store_image(
     else:
         if image.attempts > 1:  # defensive: a result is written once, with the job's end, by its attempt
             session.execute(delete(Face).where(Face.image_uid == image.uid))
-        session.add_all(_face_rows(image, outcome.faces, outcome.crops))
+        rows = _face_rows(image, outcome.faces, outcome.crops)
+        session.add_all(rows)
         image.format, image.width, image.height = (
             outcome.decoded.format,
             outcome.decoded.width,
@@ -306,8 +307,7 @@ def store_image(
         image.nsfw = outcome.nsfw
         jobs.finish(image)
         session.flush()
-        face_uids = [face_uid(image.uid, index) for index in range(len(outcome.faces))]
-        if follow_up := _apply_upload_options(session, image, face_uids):
+        if follow_up := _apply_upload_options(session, image, [row.uid for row in rows]):
             after_commit.append(lambda: enqueue_recognize(follow_up))
     settings = get_settings()
     if (
