@@ -195,10 +195,10 @@ def create_app() -> FastAPI:
         "v2 errors answer `{error: {code, message}}` with the HTTP status; v1 (Betaface) answers HTTP 200 "
         "with a negative `int_response`.",
     )
-    # Routes are matched in order, one by one: the busiest (health checks, v2 uploads and polls) first.
     state = metrics.CollectorRegistry(auto_describe=False)
     state.register(metrics.StateCollector(WORKER_QUEUES))
 
+    # Routes are matched in order, one by one: the busiest (health checks, v2 uploads and polls) first.
     @app.get("/health", tags=["operations"], response_model=Health, responses={503: {"model": Health}})
     def health() -> JSONResponse:
         """200 when the api, the database and the broker answer and at least one worker is consuming."""
