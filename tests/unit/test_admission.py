@@ -92,6 +92,16 @@ def test_workers_consume_interactive_first_and_bulk_last(monkeypatch) -> None:  
     assert app.conf.task_acks_late and app.conf.worker_prefetch_multiplier == 1
 
 
+def test_task_events_only_when_asked(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Off by default (Flower switches them on while it runs); FACEQUEUE_TASK_EVENTS=true sends them always."""
+    from workers import celery_app
+
+    assert celery_app.make_celery().conf.worker_send_task_events is False
+    monkeypatch.setenv("FACEQUEUE_TASK_EVENTS", "true")
+    monkeypatch.setattr(celery_app, "get_settings", lambda: Settings())
+    assert celery_app.make_celery().conf.worker_send_task_events is True
+
+
 def test_renew_extends_only_the_leases_this_attempt_owns(session: Session) -> None:
     mine, taken_over = add_jobs(session, 2)
     owned = [(image.uid, image.attempts) for image in jobs.claim_queued(session, "images", 2, lease_s=1)]
