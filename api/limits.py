@@ -70,8 +70,9 @@ class QueueLimiter:
         self._counts: dict[tuple[int, str], tuple[float, int]] = {}
         self._lock = threading.Lock()
 
-    def admit(self, session: Session, tenant_id: int, queue: str, settings: Settings) -> None:
-        """Raise TOO_MANY_QUEUED when the tenant already has the limit of queued jobs in this queue."""
+    def admit(self, session: Session, tenant_id: int, queue: str, settings: Settings, count: int = 1) -> None:
+        """Raise TOO_MANY_QUEUED when the tenant already has the limit of queued jobs in this queue; else
+        count `count` more (a multi-file request is admitted whole while the tenant is under its limit)."""
         limit = settings.tenant_max_queued
         if limit <= 0:
             return
@@ -79,12 +80,12 @@ class QueueLimiter:
         with self._lock:
             cached = self._counts.get(key)
         if cached is None or now - cached[0] > COUNT_TTL_S:
-            count = session.execute(
+            queued = session.execute(
                 select(func.count())
                 .select_from(Image)
                 .where(Image.tenant_id == tenant_id, Image.status == JobStatus.QUEUED, Image.queue == queue)
             ).scalar_one()
-            cached = (now, count)
+            cached = (now, queued)
         if cached[1] >= limit:
             with self._lock:
                 self._counts[key] = cached
@@ -94,7 +95,7 @@ class QueueLimiter:
                 retry_after=settings.queue_full_retry_after_s,
             )
         with self._lock:
-            self._counts[key] = (cached[0], cached[1] + 1)
+            self._counts[key] = (cached[0], cached[1] + count)
 
 
 @lru_cache

@@ -195,31 +195,26 @@ def create_url_jobs(
     Returns (jobs, rejected): a URL already in the batch with the same flags and options returns its
     existing job; a refused URL is listed with its error code and does not stop the others.
     """
+    flags, options, batch = checked_job_settings(session, settings, tenant, detection_flags, options, batch)
     jobs: list[Image] = []
     rejected: list[dict] = []
     new: list[Image] = []
     seen: dict[str, Image] = {}
     for index, url in enumerate(urls):
         try:
-            image = _new_image(
-                session,
-                settings,
-                tenant,
-                url=validate_url(url, settings, f"urls[{index}]"),
-                detection_flags=detection_flags,
-                original_filename=url,
-                options=options,
-                batch=batch,
+            image = _build_image(
+                settings, tenant, flags, options, batch, url=validate_url(url, settings, f"urls[{index}]")
             )
+            image = seen.get(image.dedupe_key) or _find_duplicate(session, tenant, image.dedupe_key) or image
+            if image not in session:
+                queue_limiter().admit(session, tenant.id, image.queue, settings)
+                _prepare_new(session, settings, tenant, image, None)
+                seen[image.dedupe_key] = image
+                new.append(image)
+                session.add(image)
         except FacequeueError as exc:
             rejected.append({"index": index, "url": url, "code": exc.code.name, "message": exc.message})
             continue
-        if image.dedupe_key in seen:  # the same URL twice in one request
-            image = seen[image.dedupe_key]
-        elif image not in session:
-            seen[image.dedupe_key] = image
-            new.append(image)
-            session.add(image)
         jobs.append(image)
     session.commit()  # one transaction for the whole manifest, durable before any message
     if jobs:  # committed: the batch row exists
@@ -227,6 +222,108 @@ def create_url_jobs(
     for image in new:
         _enqueue(image)
     return jobs, rejected
+
+
+def create_file_jobs(
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    files: list[tuple[bytes, str | None]],
+    *,
+    detection_flags: str | None = None,
+    options: dict | None = None,
+    batch: str | None = None,
+    send_later: BackgroundTasks | None = None,
+) -> tuple[list[tuple[int, Image]], list[dict]]:
+    """Many file uploads (bytes, file name) with the same flags and options in one transaction
+    (POST /v2/media/files): what a bulk client sends to pay the request's fixed costs once per group.
+
+    Returns (accepted, rejected): accepted pairs each file's index with its job (the existing one for a
+    duplicate, as a single upload would); a file refused on its own (too large, not an image) is listed
+    with its error code and does not stop the others. The request is admitted as a whole while the
+    tenant is under its queued-jobs limit, so a group never ends half refused by the limit.
+    """
+    flags, options, batch = checked_job_settings(session, settings, tenant, detection_flags, options, batch)
+    built: list[tuple[int, Image, bytes]] = []
+    rejected: list[dict] = []
+    for index, (data, filename) in enumerate(files):
+        try:
+            image = _build_image(
+                settings, tenant, flags, options, batch, data=data, original_filename=filename
+            )
+        except FacequeueError as exc:
+            rejected.append(
+                {"index": index, "original_filename": filename, "code": exc.code.name, "message": exc.message}
+            )
+            continue
+        built.append((index, image, data))
+    keys = {image.dedupe_key for _, image, _ in built}
+    jobs = {
+        image.dedupe_key: image
+        for image in session.execute(
+            select(Image).where(Image.tenant_id == tenant.id, Image.dedupe_key.in_(keys))
+        ).scalars()
+    }
+    owed_callbacks = [  # duplicates of earlier jobs now owe this upload its callback too
+        image
+        for image in jobs.values()
+        if options.get("callback_url") and callbacks.add_url(image, options["callback_url"])
+    ]
+    new: dict[str, tuple[Image, bytes]] = {}
+    for _, image, data in built:
+        if image.dedupe_key not in jobs and image.dedupe_key not in new:
+            new[image.dedupe_key] = (image, data)
+    if new:
+        queue = next(iter(new.values()))[0].queue
+        queue_limiter().admit(session, tenant.id, queue, settings, count=len(new))
+    for image, data in new.values():
+        _prepare_new(session, settings, tenant, image, data)
+        jobs[image.dedupe_key] = image
+        session.add(image)
+    try:
+        session.commit()  # durable before any message
+    except IntegrityError:  # a concurrent upload of some of the same bytes won the race: one by one
+        session.rollback()
+        return _create_one_by_one(
+            session, settings, tenant, built, flags, options, batch, send_later
+        ), rejected
+    if batch:  # committed: the batch row exists
+        known_batches.add((tenant.id, batch))
+    for image, _ in new.values():
+        _enqueue(image, send_later)
+    for image in owed_callbacks:  # the outbox entries are committed: the reaper sends them if this is lost
+        with contextlib.suppress(Exception):
+            enqueue_callback(image.uid)
+    return [(index, jobs[image.dedupe_key]) for index, image, _ in built], rejected
+
+
+def _create_one_by_one(
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    built: list[tuple[int, Image, bytes]],
+    flags: str,
+    options: dict,
+    batch: str | None,
+    send_later: BackgroundTasks | None,
+) -> list[tuple[int, Image]]:
+    return [
+        (
+            index,
+            create_image_job(
+                session,
+                settings,
+                tenant,
+                data=data,
+                detection_flags=flags,
+                original_filename=image.original_filename,
+                options=options,
+                batch=batch,
+                send_later=send_later,
+            ),
+        )
+        for index, image, data in built
+    ]
 
 
 def _new_image(
@@ -242,9 +339,30 @@ def _new_image(
     batch: str | None = None,
 ) -> Image:
     """Validate and build the row (not added), or return the tenant's existing duplicate job."""
+    flags, options, batch = checked_job_settings(session, settings, tenant, detection_flags, options, batch)
+    image = _build_image(
+        settings, tenant, flags, options, batch, data=data, url=url, original_filename=original_filename
+    )
+    if image.dedupe_key is not None:
+        existing = _find_duplicate(session, tenant, image.dedupe_key)
+        if existing is not None:
+            return existing  # a repeat adds no work: answered even when the queue is full
+    queue_limiter().admit(session, tenant.id, image.queue, settings)
+    _prepare_new(session, settings, tenant, image, data)
+    return image
+
+
+def checked_job_settings(
+    session: Session,
+    settings: Settings,
+    tenant: Tenant,
+    detection_flags: str | None,
+    options: dict | None,
+    batch: str | None,
+) -> tuple[str, dict, str | None]:
+    """The flags, options and batch name every job of one request shares, normalised and checked once."""
     flags = normalise_flags(detection_flags)
     options = {k: v for k, v in (options or {}).items() if v not in (None, "", [])}
-    batch = parse_batch_name(batch)
     if options.get("callback_url"):
         validate_url(options["callback_url"], settings, "callback_url")
     if options.get("landmark_set") and options["landmark_set"] not in LANDMARK_SETS:
@@ -262,6 +380,21 @@ def _new_image(
         check_recognition(
             session, tenant, [], options.get("recognize_targets") or [], options.get("parameters")
         )
+    return flags, options, parse_batch_name(batch)
+
+
+def _build_image(
+    settings: Settings,
+    tenant: Tenant,
+    flags: str,
+    options: dict,
+    batch: str | None,
+    *,
+    data: bytes | None = None,
+    url: str | None = None,
+    original_filename: str | None = None,
+) -> Image:
+    """The row for one upload, from checked settings; no database access. Bad bytes raise here."""
     if original_filename is not None:
         check_text(original_filename, "original_filename", FILENAME_MAX_LENGTH)
     elif url is not None:  # the URL names the upload; a long one by its last path segment, to fit the column
@@ -285,18 +418,19 @@ def _new_image(
         if batch:  # within a batch a URL is one job: a resumed manifest never fetches it twice
             named = hashlib.sha256(f"{batch}\n{url}".encode()).hexdigest()
             image.dedupe_key = f"url:{named}:{flags}{_outcome_options_digest(options)}"
-    if image.dedupe_key is not None:
-        existing = _find_duplicate(session, tenant, image.dedupe_key)
-        if existing is not None:
-            return existing  # a repeat adds no work: answered even when the queue is full
-    queue_limiter().admit(session, tenant.id, image.queue, settings)
+    return image
+
+
+def _prepare_new(
+    session: Session, settings: Settings, tenant: Tenant, image: Image, data: bytes | None
+) -> None:
+    """What a new (admitted, not duplicate) job needs before its row is added: its bytes and its batch."""
     if data is not None:  # a new job's bytes (brought back if the retention setting dropped them)
         put_blob(session, settings, data, image.sha256)
-    if batch and (tenant.id, batch) not in known_batches:
-        ensure_batch(session, tenant.id, batch)
-    if options.get("callback_url"):
+    if image.batch and (tenant.id, image.batch) not in known_batches:
+        ensure_batch(session, tenant.id, image.batch)
+    if image.options.get("callback_url"):
         image.callback_status = "pending"
-    return image
 
 
 def _enqueue(image: Image, send_later: BackgroundTasks | None = None) -> None:

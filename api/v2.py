@@ -8,19 +8,20 @@ from fastapi import APIRouter, BackgroundTasks, File, Form, Query, Request, Uplo
 from fastapi.responses import JSONResponse
 from pydantic import Field
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import Db, authenticate
 from api.uploads import (
     UploadOptions,
+    create_file_jobs,
     create_image_job,
     decode_base64,
     get_image,
     get_image_by_checksum,
     validate_url,
 )
-from api.wait import wait_finished
+from api.wait import wait_all_finished, wait_finished
 from facequeue.settings import get_settings
 from schema import answers, wire
 from schema.erase import delete_image
@@ -133,6 +134,70 @@ async def post_media_file(
         )
 
     return await answer_media(session, await run_in_threadpool(create), wait)
+
+
+MAX_FILES = 64  # per multi-file request: a group, not an archive (the client sends archives in groups)
+
+
+@router.post(
+    "/media/files",
+    status_code=202,
+    responses={202: {"model": answers.MediaFiles}, 200: {"model": answers.MediaFiles}},
+)
+async def post_media_files(
+    request: Request,
+    session: Db,
+    background: BackgroundTasks,
+    form: Annotated[UploadOptions, Form()],
+    file: list[UploadFile] = File(..., description=f"1 to {MAX_FILES} image files, each a `file` part"),
+    wait: float | None = WAIT,
+) -> JSONResponse:
+    """Several files in one multipart request, with the same options (form fields) for all: for bulk
+    clients, which then pay the request's fixed costs once per group. Each file becomes its own job, as
+    if uploaded alone (same dedupe, same answers); a file refused on its own is listed in `rejected` and
+    does not stop the others. With `wait`, 200 once every accepted job has finished (each entry is then
+    the finished media, as the poll), else 202 with each job's entry as it stands."""
+
+    def create() -> tuple[list[tuple[int, Image]], list[dict]]:
+        tenant = authenticate(session, request, form.api_key)
+        settings = get_settings()
+        if len(file) > MAX_FILES:
+            raise FacequeueError(ErrorCode.INVALID_REQUEST, f"at most {MAX_FILES} files per request")
+        if form.original_filename:
+            raise FacequeueError(
+                ErrorCode.INVALID_REQUEST, "original_filename names one file; here each part's file name does"
+            )
+        files = [(upload.file.read(settings.max_upload_bytes + 1), upload.filename) for upload in file]
+        return create_file_jobs(
+            session,
+            settings,
+            tenant,
+            files,
+            detection_flags=form.detection_flags,
+            options=form.options(),
+            batch=form.batch,
+            send_later=None if wait else background,  # a waiting request needs its messages sent now
+        )
+
+    accepted, rejected = await run_in_threadpool(create)
+    uids = list(dict.fromkeys(image.uid for _, image in accepted))
+    finished = await wait_all_finished(Image, uids, wait)
+
+    def entries() -> list[dict]:
+        if finished:  # one query for the finished jobs and their faces
+            session.execute(
+                select(Image)
+                .where(Image.uid.in_(finished))
+                .options(selectinload(Image.faces))
+                .execution_options(populate_existing=True)
+            ).all()
+        return [
+            {"index": index, **(wire.media_v2(image) if image.uid in finished else _accepted(image))}
+            for index, image in accepted
+        ]
+
+    body = {"accepted": await run_in_threadpool(entries), "rejected": rejected}
+    return JSONResponse(body, status_code=200 if wait and len(finished) == len(uids) else 202)
 
 
 @router.get("/media/hash/{sha256}", responses={200: {"model": answers.Media}})

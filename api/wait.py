@@ -23,6 +23,7 @@ import logging
 import os
 import threading
 import time
+from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -202,33 +203,56 @@ def hub() -> tuple[Waiters, threading.Thread]:
     return waiters, listener
 
 
-def _is_finished(model: type[Image] | type[RecognizeJob], uid: str) -> bool:
+def _finished_among(model: type[Image] | type[RecognizeJob], uids: list[str]) -> set[str]:
     with session_scope() as session:
-        return session.execute(select(model.status).where(model.uid == uid)).scalar_one_or_none() in FINISHED
+        query = select(model.uid).where(model.uid.in_(uids), model.status.in_(FINISHED))
+        return set(session.execute(query).scalars())
 
 
 async def wait_finished(model: type[Image] | type[RecognizeJob], uid: str, seconds: float | None) -> bool:
     """True once job `uid` is done or failed; False if `seconds` (capped by FACEQUEUE_SYNC_WAIT_S) pass."""
+    return uid in await wait_all_finished(model, [uid], seconds)
+
+
+async def wait_all_finished(
+    model: type[Image] | type[RecognizeJob], uids: list[str], seconds: float | None
+) -> set[str]:
+    """The finished ones among `uids`, once all are or `seconds` (capped by FACEQUEUE_SYNC_WAIT_S) pass.
+
+    Each job is checked once after its waiter is registered (so one that finished before the wait began
+    answers at once), all of them in one query; a waiter woken by a listener hiccup is checked again."""
     seconds = min(seconds or 0.0, get_settings().sync_wait_s)
-    if seconds <= 0:
-        return False
+    if seconds <= 0 or not uids:
+        return set()
     waiters, _ = await run_in_threadpool(hub)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    while True:
-        future = waiters.add(uid)
-        try:
-            if await run_in_threadpool(_is_finished, model, uid):
-                return True
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                if await asyncio.wait_for(future, remaining):
-                    return True
-                continue  # woken to re-check after a listener hiccup
-            return False
-        finally:
+    finished: set[str] = set()
+    futures: dict[str, asyncio.Future] = {}  # the jobs not known to be finished
+    try:
+        recheck = set(uids)
+        while recheck:
+            for uid in recheck:
+                futures[uid] = waiters.add(uid)
+            for uid in await run_in_threadpool(_finished_among, model, sorted(recheck)):
+                waiters.remove(uid, futures.pop(uid))
+                finished.add(uid)
+            recheck = set()
+            while futures and not recheck:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return finished
+                done, _ = await asyncio.wait(
+                    list(futures.values()), timeout=remaining, return_when=FIRST_COMPLETED
+                )
+                for uid, future in list(futures.items()):
+                    if future in done:
+                        waiters.remove(uid, futures.pop(uid))
+                        # False: woken to re-check after a listener hiccup
+                        (finished if future.result() else recheck).add(uid)
+        return finished
+    finally:
+        for uid, future in futures.items():
             waiters.remove(uid, future)
 
 

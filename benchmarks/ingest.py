@@ -274,6 +274,7 @@ def _run_service(database_url: str, paths: list[Path], args: argparse.Namespace,
             namespace="",
             person_from_folder=False,
             concurrency=args.concurrency,
+            per_request=args.per_request,
             out=str(out),
             state=None,
             batch="bench",
@@ -480,6 +481,7 @@ def main() -> None:
         help="service: worker processes, when not --processes (more than cores overlaps database waits)",
     )
     parser.add_argument("--concurrency", type=int, default=32, help="ingest: images in flight")
+    parser.add_argument("--per-request", type=int, default=8, help="ingest: files sent in one request")
     parser.add_argument(
         "--flags", default="", help="detection_flags for every image ('' = the server default)"
     )

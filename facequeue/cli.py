@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         help="root/<person>/*.jpg: enrol each photo's best face as that person (underscores become spaces)",
     )
     ingest.add_argument("--concurrency", type=int, default=16, help="images in flight at once (default 16)")
+    ingest.add_argument(
+        "--per-request", type=int, default=8, help="files sent together in one request (default 8)"
+    )
     ingest.add_argument("--out", help="results JSONL, one line per source (rewritten whole at the end)")
     ingest.add_argument(
         "--state", help="resume file (default: OUT.state.sqlite, or ./facequeue-ingest.state.sqlite)"

@@ -233,6 +233,19 @@ def media_request(prepared: Prepared, flags: str | None, options: dict) -> dict[
     }
 
 
+def files_request(files: list[Prepared], flags: str | None, options: dict) -> dict[str, Any]:
+    """The multipart POST of several files (/v2/media/files), options as form fields, each file a part."""
+    single = media_request(files[0], flags, options)
+    return {
+        "path": "/v2/media/files",
+        "data": single["data"],
+        "files": [
+            ("file", (Path(str(p.item.source)).name, p.data or b"", "application/octet-stream"))
+            for p in files
+        ],
+    }
+
+
 def _error_of(response: httpx.Response) -> FacequeueAPIError:
     try:
         error = response.json().get("error") or {}
@@ -465,73 +478,148 @@ class Client:
         flags: str | None = None,
         *,
         concurrency: int = 16,
+        per_request: int = 8,
         timeout: float = 600,
         skip: SkipHook | None = None,
         on_uploaded: UploadedHook | None = None,
         quick_skip: QuickSkipHook | None = None,
         **options: Any,
     ) -> Iterator[IngestResult]:
-        """Upload and wait for every source, `concurrency` at a time; yield results as they complete.
+        """Upload and wait for every source, about `concurrency` images in flight; yield results as they
+        complete.
 
-        A source that cannot be read or is refused becomes an error result; the others go on. `skip`
-        (called after hashing, from the pool's threads) may answer an item from elsewhere, e.g. a state
-        file of an earlier run; `quick_skip` may do so before the file is even read; `on_uploaded` is
-        told each accepted media uuid before the wait.
+        Files go `per_request` to a request (POST /v2/media/files: the request's fixed costs are paid once
+        per group, and one answer brings the group's results); URLs and bytes go one by one. A source
+        that cannot be read or is refused becomes an error result; the others go on. `skip` (called
+        after hashing, from the pool's threads) may answer an item from elsewhere, e.g. a state file of
+        an earlier run; `quick_skip` may do so before the file is even read; `on_uploaded` is told each
+        accepted media uuid before any wait beyond the upload's own.
         """
-
-        def one(item: IngestItem) -> IngestResult:
-            if quick_skip is not None and (earlier := quick_skip(item)) is not None:
-                return earlier
-            return self._ingest_one(item, flags, options, timeout, skip, on_uploaded)
-
-        pending: set[Future[IngestResult]] = set()
-        pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ingest")
+        per_request = max(1, min(per_request, concurrency))
+        hooks = (flags, options, timeout, skip, on_uploaded, quick_skip)
+        threads = max(1, -(-concurrency // per_request))
+        pending: set[Future[list[IngestResult]]] = set()
+        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ingest")
         try:
-            for source in sources:  # lazily: a million-line manifest is never held in memory
-                pending.add(pool.submit(one, _as_item(source)))
-                if len(pending) >= concurrency * 2:
+            for group in _groups(sources, per_request):  # lazily: a manifest is never held in memory
+                pending.add(pool.submit(self._ingest_group, group, *hooks))
+                if len(pending) >= threads * 2:
                     done, pending = _some_done(pending)
-                    yield from (future.result() for future in done)
+                    yield from (result for future in done for result in future.result())
             while pending:
                 done, pending = _some_done(pending)
-                yield from (future.result() for future in done)
+                yield from (result for future in done for result in future.result())
         finally:  # Ctrl-C or a consumer that stops early: drop what has not started, do not wait
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _ingest_one(
+    def _ingest_group(
         self,
-        item: IngestItem,
+        group: list[IngestItem],
         flags: str | None,
         options: dict,
         timeout: float,
         skip: SkipHook | None,
         on_uploaded: UploadedHook | None,
+        quick_skip: QuickSkipHook | None,
+    ) -> list[IngestResult]:
+        """The results of a group (files with the same options, or one URL or bytes item), in order."""
+        results: list[IngestResult | None] = [None] * len(group)
+        to_send: list[tuple[int, Prepared]] = []
+        for index, item in enumerate(group):
+            earlier = quick_skip(item) if quick_skip is not None else None
+            if earlier is None and item.error:
+                earlier = IngestResult(item.name or str(item.source), None, None, "error", item.error)
+            if earlier is None:
+                try:
+                    prepared = prepare(item)
+                except OSError as exc:
+                    earlier = IngestResult(
+                        str(item.source), None, None, "error", {"code": "UNREADABLE", "message": str(exc)}
+                    )
+                else:
+                    earlier = skip(prepared) if skip is not None else None
+                    if earlier is None:
+                        to_send.append((index, prepared))
+            results[index] = earlier
+        if to_send:
+            sent = [prepared for _, prepared in to_send]
+            merged = {**options, **group[0].options}  # a group's items share their options
+            wait = min(SERVER_WAIT_S, timeout)
+            try:
+                if len(sent) == 1 and not _is_file(sent[0]):
+                    jobs: list[Job | FacequeueAPIError] = [self._upload(sent[0], flags, merged, wait)]
+                else:
+                    jobs = self._upload_files(sent, flags, merged, wait)
+            except Exception as exc:  # the whole request failed: every item of it, with the same error
+                jobs = [exc] * len(sent)  # type: ignore[list-item]
+            for (index, prepared), job in zip(to_send, jobs, strict=True):
+                results[index] = self._finish(prepared, job, timeout, on_uploaded)
+        return results  # type: ignore[return-value]
+
+    def _upload_files(
+        self, files: list[Prepared], flags: str | None, options: dict, wait: float | None = None
+    ) -> list[Job | FacequeueAPIError]:
+        """POST /v2/media/files: one job (or the file's own error) per file, in order."""
+        body = self.request(
+            "POST", **files_request(files, flags, options), params={"wait": wait} if wait else None
+        )
+        jobs: list[Job | FacequeueAPIError] = [
+            FacequeueAPIError(0, "CLIENT_ERROR", "not in the answer")
+        ] * len(files)
+        for entry in body["accepted"]:
+            jobs[entry["index"]] = _job(Job, self, entry)
+        for entry in body["rejected"]:
+            jobs[entry["index"]] = FacequeueAPIError(400, entry["code"], entry["message"])
+        return jobs
+
+    def _finish(
+        self, prepared: Prepared, job: Job | Exception, timeout: float, on_uploaded: UploadedHook | None
     ) -> IngestResult:
-        if item.error:
-            return IngestResult(item.name or str(item.source), None, None, "error", item.error)
+        """One item's result once uploaded: waited for (unless the upload's answer already had it), or
+        the upload's error."""
         try:
-            prepared = prepare(item)
-        except OSError as exc:
-            return IngestResult(
-                str(item.source), None, None, "error", {"code": "UNREADABLE", "message": str(exc)}
-            )
-        if skip is not None and (earlier := skip(prepared)) is not None:
-            return earlier
-        job = None
-        try:
-            job = self._upload(prepared, flags, {**options, **item.options}, min(SERVER_WAIT_S, timeout))
+            if isinstance(job, Exception):
+                raise job
             if on_uploaded is not None:
                 on_uploaded(prepared, job.media_uuid)
             return _result(prepared, job.wait(timeout=timeout))
         except FacequeueAPIError as exc:
-            return _failed(prepared, exc.code, exc.message, job.media_uuid if job else None)
+            return _failed(
+                prepared, exc.code, exc.message, None if isinstance(job, Exception) else job.media_uuid
+            )
         except WaitTimeout as exc:
-            return _failed(prepared, "WAIT_TIMEOUT", str(exc), job.media_uuid if job else None)
+            return _failed(
+                prepared, "WAIT_TIMEOUT", str(exc), None if isinstance(job, Exception) else job.media_uuid
+            )
         except httpx.TransportError as exc:
             return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # one odd answer must not end a million-image run; it is reported
             log.exception("ingest of %s failed", prepared.name)
             return _failed(prepared, "CLIENT_ERROR", f"{type(exc).__name__}: {exc}")
+
+
+def _is_file(prepared: Prepared) -> bool:
+    return prepared.url is None and not isinstance(prepared.item.source, bytes)
+
+
+def _groups(sources: Iterable[Source | IngestItem], size: int) -> Iterator[list[IngestItem]]:
+    """Consecutive files with the same options, up to `size` a group (one multi-file request); a URL or
+    bytes item alone."""
+    group: list[IngestItem] = []
+    for source in sources:
+        item = _as_item(source)
+        if isinstance(item.source, bytes) or is_url(item.source):
+            if group:
+                yield group
+                group = []
+            yield [item]
+            continue
+        if group and (len(group) >= size or item.options != group[0].options):
+            yield group
+            group = []
+        group.append(item)
+    if group:
+        yield group
 
 
 def _some_done(pending: set[Future[IngestResult]]) -> tuple[set, set]:

@@ -392,6 +392,7 @@ def _run_ingest(args: Any, client: Client | None, interrupts: _Interrupts) -> in
             items,
             flags,
             concurrency=args.concurrency,
+            per_request=args.per_request,
             timeout=args.timeout,
             skip=state.skip,
             on_uploaded=state.uploaded,

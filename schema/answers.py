@@ -80,6 +80,33 @@ class Media(Answer):
     nsfw: Nsfw | None = Field(None, description="with the `nsfw` flag: the whole image's NSFW score")
 
 
+class MediaFileEntry(Media):
+    """One file of a multi-file upload: its job's answer (the finished media, or as accepted: media_uuid,
+    checksum and status only), with the file's place in the request."""
+
+    index: int = Field(description="the file's position among the request's `file` parts, from 0")
+    error: ErrorBody | None = None
+    original_filename: str | None = None
+    width: int | None = None
+    height: int | None = None
+    detection_flags: str | None = None
+    faces: list[Face] | None = None
+    recognize_uuid: str | None = None
+    quality_checks: list[str] | None = None
+
+
+class FileRejected(Answer):
+    index: int
+    original_filename: str | None
+    code: str
+    message: str
+
+
+class MediaFiles(Answer):
+    accepted: list[MediaFileEntry]
+    rejected: list[FileRejected]
+
+
 class Person(Answer):
     person_id: str
     faces_uuids: list[str]

@@ -24,7 +24,9 @@ def sniff(data: bytes, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
         raise FacequeueError(ErrorCode.EMPTY_IMAGE)
     if len(data) > max_bytes:
         raise FacequeueError(
-            ErrorCode.IMAGE_TOO_LARGE, f"image is {len(data)} bytes; the limit is {max_bytes}"
+            # "more than": a multipart route reads at most one byte past the limit
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"image is more than {max_bytes} bytes, the limit",
         )
     try:
         with warnings.catch_warnings():

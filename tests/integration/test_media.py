@@ -120,6 +120,49 @@ def test_v2_multipart_and_json(client, api_key, worker):  # type: ignore[no-unty
     assert with_vectors["faces"][0]["embedding_model"]
 
 
+def test_v2_several_files_in_one_request(client, api_key, worker):  # type: ignore[no-untyped-def]
+    """POST /v2/media/files: one job per file as if each came alone; a bad file does not stop the others."""
+    headers = {"X-API-Key": api_key}
+    face, other = FACE_JPEG + b"several-files", encode(group())
+    parts = [
+        ("file", ("a.jpg", face, "image/jpeg")),
+        ("file", ("b.jpg", other, "image/jpeg")),
+        ("file", ("again.jpg", face, "image/jpeg")),
+        ("file", ("notes.txt", b"not an image", "text/plain")),
+    ]
+    answer = client.post("/v2/media/files?wait=120", files=parts, data={"batch": "several"}, headers=headers)
+    assert answer.status_code == 200, answer.text  # every accepted job finished within the wait
+    body = answer.json()
+    assert [entry["index"] for entry in body["accepted"]] == [0, 1, 2]
+    assert [(r["index"], r["original_filename"], r["code"]) for r in body["rejected"]] == [
+        (3, "notes.txt", "NOT_AN_IMAGE")
+    ]
+    first, second, again = body["accepted"]
+    assert again["media_uuid"] == first["media_uuid"] != second["media_uuid"], "dedupe as for single uploads"
+    for entry in (first, second):
+        polled = client.get(f"/v2/media/{entry['media_uuid']}", headers=headers).json()
+        assert {k: v for k, v in entry.items() if k != "index"} == polled, "each entry is the media answer"
+        assert polled["status"] == "done" and polled["batch"] == "several" and polled["faces"]
+    assert first["original_filename"] == "a.jpg" and first["checksum"] == hashlib.sha256(face).hexdigest()
+    alone = client.post(
+        "/v2/media/file", files={"file": ("b.jpg", other)}, data={"batch": "several"}, headers=headers
+    )
+    assert alone.json()["media_uuid"] == second["media_uuid"], "the same job as a single upload of the file"
+
+    fresh = tiny_png() + b"several-files-queued"
+    queued = client.post("/v2/media/files", files=[("file", ("t.png", fresh))], headers=headers)
+    assert queued.status_code == 202, "no wait: accepted at once"
+    assert set(queued.json()["accepted"][0]) == {"index", "media_uuid", "checksum", "status"}
+
+    too_many = [("file", (f"{i}.png", tiny_png())) for i in range(65)]
+    refused = client.post("/v2/media/files", files=too_many, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "INVALID_REQUEST"
+    named = client.post(
+        "/v2/media/files", files=parts[:1], data={"original_filename": "x.jpg"}, headers=headers
+    )
+    assert named.status_code == 422 and "each part" in named.json()["error"]["message"]
+
+
 def test_dedupe_is_per_bytes_flags_and_tenant(client, api_key, other_key):  # type: ignore[no-untyped-def]
     data = tiny_png()
     first = v1(client, "UploadNewImage_File", api_key, imagefile_data=b64(data))["img_uid"]

@@ -5,6 +5,7 @@ Real api, Postgres, Redis and `celery worker` processes, as in test_durability.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import time
@@ -106,6 +107,24 @@ def test_queue_limit_answers_429_and_a_repeat_is_still_answered(client, monkeypa
     # The same bytes again add no work: answered with the existing job even while the queue is full.
     again = client.post("/v2/media/file", files={"file": ("p.png", photos[0], "image/png")}, headers=headers)
     assert again.status_code == 202 and again.json()["media_uuid"] == answers[0].json()["media_uuid"]
+
+
+def test_a_multi_file_request_is_admitted_whole_under_the_queue_limit(client, monkeypatch):  # type: ignore[no-untyped-def]
+    key = make_key("queue-limited-files")
+    monkeypatch.setattr(get_settings(), "tenant_max_queued", 3)
+    headers = {"X-API-Key": key}
+
+    def files(tag: str) -> list:
+        return [("file", (f"{i}.png", tiny_png() + f"{tag}-{i}".encode())) for i in range(5)]
+
+    admitted = client.post("/v2/media/files", files=files("first"), headers=headers)
+    assert admitted.status_code == 202 and len(admitted.json()["accepted"]) == 5, "under the limit: all of it"
+    refused = client.post("/v2/media/files", files=files("second"), headers=headers)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "TOO_MANY_QUEUED"
+    refused_shas = [hashlib.sha256(data).hexdigest() for _, (_, data) in files("second")]
+    assert not db_rows("SELECT uid FROM images WHERE sha256 = ANY(:shas)", shas=refused_shas), (
+        "nothing of a refused request is kept"
+    )
 
 
 def test_interactive_lane_serves_uploads_and_never_takes_bulk_work(client, api_key, workers):  # type: ignore[no-untyped-def]

@@ -64,6 +64,15 @@ def test_queue_limiter_counts_queued_jobs_of_one_queue(session: Session) -> None
     limiter.admit(session, 2, "images", settings)  # ... but another tenant is not
 
 
+def test_a_group_of_jobs_is_admitted_whole_while_under_the_limit(session: Session) -> None:
+    settings = Settings(tenant_max_queued=6)
+    add_jobs(session, 2)
+    limiter = QueueLimiter()
+    limiter.admit(session, 1, "images", settings, count=5)  # 2 queued, under 6: all five, now counted as 7
+    with pytest.raises(FacequeueError):  # counted one by one, the next would still be under the limit
+        limiter.admit(session, 1, "images", settings)
+
+
 def test_claim_queued_takes_the_oldest_of_one_queue(session: Session) -> None:
     interactive = add_jobs(session, 3)
     bulk = add_jobs(session, 5, queue="images_bulk", age_s=100)
