@@ -38,6 +38,7 @@ def test_readme_examples_run_against_a_live_server(tmp_path: Path, live_server: 
     # What the comments under the commands promise.
     assert re.search(r'"name": "age",\s*"value": "\d+"', out), out
     assert "\n128\n" in out
+    assert '["done","NOT_AN_IMAGE"]' in out
     assert '{"person_id":"Eileen Collins@crew","is_match":true}' in out
     assert '{"int_response":0,"string_response":"ok","img_uid":' in out
     print(f"{len(examples)} README example blocks, {script.count('curl ')} curl calls: all ran")
