@@ -6,6 +6,8 @@ requests of each kind one after another from this process and reads the api's CP
 - health: `GET /health` (a database query and a Redis ping: the floor of a request that touches both)
 - v2: a 354 kB JPEG as multipart to `/v2/media/file`
 - v2batch: the same into a batch, as `facequeue ingest` sends it
+- v2files: 8 such files in one multipart request to `/v2/media/files`, into a batch, as `facequeue ingest`
+  sends them (its figures are per image: the request's cost / 8)
 - v1: the same as base64 in JSON to `/v1/UploadNewImage_File` (Betaface)
 
     python benchmarks/upload_cost.py --requests 600
@@ -35,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.ingest import FACEQUEUE, fresh_database  # noqa: E402
 from benchmarks.load import PHOTO, process_cpu_s  # noqa: E402
 
-KINDS = ("health", "v2", "v2batch", "v1")
+KINDS = ("health", "v2", "v2batch", "v2files", "v1")
+GROUP = 8  # files per v2files request, facequeue ingest's default --per-request
 
 
 def send(http: httpx.Client, kind: str, photo: bytes, key: str) -> None:
@@ -48,6 +51,11 @@ def send(http: httpx.Client, kind: str, photo: bytes, key: str) -> None:
         body = {"api_key": key, "imagefile_data": base64.b64encode(data).decode()}
         response = http.post("/v1/UploadNewImage_File", json=body)
         assert response.json()["int_response"] == 0, response.text
+        return
+    if kind == "v2files":
+        files = [("file", (f"p{i}.jpg", photo + uuid.uuid4().bytes, "image/jpeg")) for i in range(GROUP)]
+        response = http.post("/v2/media/files", files=files, data={"batch": "upload-cost"})
+        assert response.status_code == 202 and len(response.json()["accepted"]) == GROUP, response.text
         return
     form = {"batch": "upload-cost"} if kind == "v2batch" else {}
     response = http.post("/v2/media/file", files={"file": ("p.jpg", data, "image/jpeg")}, data=form)
@@ -103,8 +111,10 @@ def main() -> None:
                         send(http, kind, photo, key)
                     wall = time.perf_counter() - start
                     cpu = process_cpu_s(api.pid) - before
+                    images = args.requests * (GROUP if kind == "v2files" else 1)
                     print(
-                        f"{kind:<8} api CPU {1000 * cpu / args.requests:6.2f} ms/request   "
+                        f"{kind:<8} api CPU {1000 * cpu / args.requests:6.2f} ms/request "
+                        f"{1000 * cpu / images:6.2f} ms/image   "
                         f"wall {1000 * wall / args.requests:6.2f} ms/request (client included)"
                     )
         finally:

@@ -568,8 +568,8 @@ class Client:
         ] * len(files)
         for entry in body["accepted"]:
             jobs[entry["index"]] = _job(Job, self, entry)
-        for entry in body["rejected"]:
-            jobs[entry["index"]] = FacequeueAPIError(400, entry["code"], entry["message"])
+        for entry in body["rejected"]:  # a file's own refusal has no HTTP status of its own: 0
+            jobs[entry["index"]] = FacequeueAPIError(0, entry["code"], entry["message"])
         return jobs
 
     def _finish(
@@ -577,6 +577,7 @@ class Client:
     ) -> IngestResult:
         """One item's result once uploaded: waited for (unless the upload's answer already had it), or
         the upload's error."""
+        media_uuid = None if isinstance(job, Exception) else job.media_uuid
         try:
             if isinstance(job, Exception):
                 raise job
@@ -584,13 +585,9 @@ class Client:
                 on_uploaded(prepared, job.media_uuid)
             return _result(prepared, job.wait(timeout=timeout))
         except FacequeueAPIError as exc:
-            return _failed(
-                prepared, exc.code, exc.message, None if isinstance(job, Exception) else job.media_uuid
-            )
+            return _failed(prepared, exc.code, exc.message, media_uuid)
         except WaitTimeout as exc:
-            return _failed(
-                prepared, "WAIT_TIMEOUT", str(exc), None if isinstance(job, Exception) else job.media_uuid
-            )
+            return _failed(prepared, "WAIT_TIMEOUT", str(exc), media_uuid)
         except httpx.TransportError as exc:
             return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # one odd answer must not end a million-image run; it is reported

@@ -123,7 +123,10 @@ def test_v2_multipart_and_json(client, api_key, worker):  # type: ignore[no-unty
 def test_v2_several_files_in_one_request(client, api_key, worker):  # type: ignore[no-untyped-def]
     """POST /v2/media/files: one job per file as if each came alone; a bad file does not stop the others."""
     headers = {"X-API-Key": api_key}
-    face, other = FACE_JPEG + b"several-files", encode(group())
+    face, other = (
+        FACE_JPEG + b"several-files",
+        encode(group()) + b"several-files",
+    )  # bytes no other test sends
     parts = [
         ("file", ("a.jpg", face, "image/jpeg")),
         ("file", ("b.jpg", other, "image/jpeg")),
