@@ -22,7 +22,7 @@ from schema.batches import (
 )
 from schema.errors import ErrorCode, FacequeueError
 from schema.inputs import Short, Url, WireModel
-from schema.persons import namespace_id, parse_person_id
+from schema.persons import namespace_id, parse_namespace
 from schema.tables import Batch, Face, Image, Person
 from workers.celery_app import enqueue_batch_callback
 
@@ -178,8 +178,7 @@ def get_namespace_faces(
 ) -> dict:
     """The enrolled faces of one namespace (each with its person and media uuid), paged by face id."""
     tenant = authenticate(session, request)
-    parse_person_id(f"x@{namespace}")  # the namespace syntax check
-    ns = namespace_id(session, tenant.id, namespace, create=False)
+    ns = namespace_id(session, tenant.id, parse_namespace(namespace), create=False)
     faces: list[Face] = []
     if ns is not None:
         faces = list(

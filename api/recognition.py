@@ -17,7 +17,14 @@ from schema import answers, wire
 from schema.erase import delete_namespace, delete_persons, list_namespaces
 from schema.errors import ErrorCode, FacequeueError, JobStatus
 from schema.inputs import Short, WireModel
-from schema.persons import check_targets, list_persons, owned_faces, parse_person_id, set_person
+from schema.persons import (
+    check_targets,
+    list_persons,
+    owned_faces,
+    parse_namespace,
+    parse_person_id,
+    set_person,
+)
 from schema.tables import RecognizeJob, Tenant
 from workers.celery_app import enqueue_recognize
 from workers.recognize import parse_parameters
@@ -125,9 +132,7 @@ def get_namespaces(request: Request, session: Db) -> dict:
 def delete_namespace_route(namespace: str, request: Request, session: Db, delete_faces: bool = False) -> dict:
     """Delete a namespace and its persons (`namespace=` empty: the default one); faces as for persons."""
     tenant = authenticate(session, request)
-    persons, faces = delete_namespace(
-        session, tenant.id, parse_person_id(f"x@{namespace}").namespace, delete_faces
-    )
+    persons, faces = delete_namespace(session, tenant.id, parse_namespace(namespace), delete_faces)
     return {
         "deleted": namespace,
         "persons_deleted": persons,

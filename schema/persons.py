@@ -47,6 +47,17 @@ def parse_person_id(text: str) -> PersonId:
     return PersonId(name, namespace)
 
 
+def parse_namespace(text: str) -> str:
+    """A namespace on its own (`?namespace=`), by the rule of the part after `@` in a person id."""
+    namespace = unicodedata.normalize("NFC", text.strip())
+    if not (len(namespace) <= MAX_NAMESPACE and _allowed(namespace)):
+        raise FacequeueError(
+            ErrorCode.INVALID_PERSON_ID,
+            f"bad namespace {text[:80]!r}: 0-{MAX_NAMESPACE} characters of letters, digits, spaces and . - ' _",
+        )
+    return namespace
+
+
 def assignable_person_id(text: str) -> PersonId:
     """A person id faces may be assigned to (`all` names every person and cannot be)."""
     pid = parse_person_id(text)

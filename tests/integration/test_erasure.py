@@ -70,6 +70,9 @@ def test_erasure_removes_bytes_vectors_and_index_entries(client, other_key, work
     }
     missing = client.delete("/v2/namespaces", params={"namespace": "erase"}, headers=headers)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "NOT_FOUND"
+    for method, route in (("DELETE", "/v2/namespaces"), ("GET", "/v2/faces")):  # as in person ids
+        bad = client.request(method, route, params={"namespace": "a@b"}, headers=headers)
+        assert bad.status_code == 400 and bad.json()["error"]["message"].startswith("bad namespace 'a@b'")
 
 
 def test_deleting_one_face_and_unassigning_a_person(client, api_key, worker):  # type: ignore[no-untyped-def]
