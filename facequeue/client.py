@@ -527,15 +527,12 @@ class Client:
         to_send: list[tuple[int, Prepared]] = []
         for index, item in enumerate(group):
             earlier = quick_skip(item) if quick_skip is not None else None
-            if earlier is None and item.error:
-                earlier = IngestResult(item.name or str(item.source), None, None, "error", item.error)
+            earlier = earlier or _unsendable(item)
             if earlier is None:
                 try:
                     prepared = prepare(item)
                 except OSError as exc:
-                    earlier = IngestResult(
-                        str(item.source), None, None, "error", {"code": "UNREADABLE", "message": str(exc)}
-                    )
+                    earlier = _unreadable(item, exc)
                 else:
                     earlier = skip(prepared) if skip is not None else None
                     if earlier is None:
@@ -560,39 +557,66 @@ class Client:
         self, files: list[Prepared], flags: str | None, options: dict, wait: float | None = None
     ) -> list[Job | FacequeueAPIError]:
         """POST /v2/media/files: one job (or the file's own error) per file, in order."""
-        body = self.request(
-            "POST", **files_request(files, flags, options), params={"wait": wait} if wait else None
-        )
-        jobs: list[Job | FacequeueAPIError] = [
-            FacequeueAPIError(0, "CLIENT_ERROR", "not in the answer")
-        ] * len(files)
-        for entry in body["accepted"]:
-            jobs[entry["index"]] = _job(Job, self, entry)
-        for entry in body["rejected"]:  # a file's own refusal has no HTTP status of its own: 0
-            jobs[entry["index"]] = FacequeueAPIError(0, entry["code"], entry["message"])
-        return jobs
+        params = {"wait": wait} if wait else None
+        body = self.request("POST", **files_request(files, flags, options), params=params)
+        return _files_answer(Job, self, body, len(files))
 
     def _finish(
         self, prepared: Prepared, job: Job | Exception, timeout: float, on_uploaded: UploadedHook | None
     ) -> IngestResult:
         """One item's result once uploaded: waited for (unless the upload's answer already had it), or
         the upload's error."""
-        media_uuid = None if isinstance(job, Exception) else job.media_uuid
+        if isinstance(job, Exception):
+            return _failure(prepared, job, None)
         try:
-            if isinstance(job, Exception):
-                raise job
             if on_uploaded is not None:
                 on_uploaded(prepared, job.media_uuid)
             return _result(prepared, job.wait(timeout=timeout))
-        except FacequeueAPIError as exc:
-            return _failed(prepared, exc.code, exc.message, media_uuid)
-        except WaitTimeout as exc:
-            return _failed(prepared, "WAIT_TIMEOUT", str(exc), media_uuid)
-        except httpx.TransportError as exc:
-            return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # one odd answer must not end a million-image run; it is reported
-            log.exception("ingest of %s failed", prepared.name)
-            return _failed(prepared, "CLIENT_ERROR", f"{type(exc).__name__}: {exc}")
+            return _failure(prepared, exc, job.media_uuid)
+
+
+def _failure(prepared: Prepared, exc: Exception, media_uuid: str | None) -> IngestResult:
+    """An item's error result from what its upload or its wait raised."""
+    if isinstance(exc, FacequeueAPIError):
+        return _failed(prepared, exc.code, exc.message, media_uuid)
+    if isinstance(exc, WaitTimeout):
+        return _failed(prepared, "WAIT_TIMEOUT", str(exc), media_uuid)
+    if isinstance(exc, httpx.TransportError):
+        return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
+    log.error("ingest of %s failed", prepared.name, exc_info=exc)
+    return _failed(prepared, "CLIENT_ERROR", f"{type(exc).__name__}: {exc}")
+
+
+async def _finish_async(prepared: Prepared, job: Any, timeout: float) -> IngestResult:
+    """`Client._finish` for `AsyncClient.ingest`."""
+    if isinstance(job, Exception):
+        return _failure(prepared, job, None)
+    try:
+        return _result(prepared, await job.wait(timeout=timeout))
+    except Exception as exc:
+        return _failure(prepared, exc, job.media_uuid)
+
+
+def _files_answer(kind: Any, client: Any, body: dict, count: int) -> list[Any]:
+    """The jobs of a /v2/media/files answer, in the request's order; a refused file as its error."""
+    jobs: list[Any] = [FacequeueAPIError(0, "CLIENT_ERROR", "not in the answer")] * count
+    for entry in body["accepted"]:
+        jobs[entry["index"]] = _job(kind, client, entry)
+    for entry in body["rejected"]:  # a file's own refusal has no HTTP status of its own: 0
+        jobs[entry["index"]] = FacequeueAPIError(0, entry["code"], entry["message"])
+    return jobs
+
+
+def _unsendable(item: IngestItem) -> IngestResult | None:
+    """The result of an item known bad before sending (its own error), else None."""
+    if item.error:
+        return IngestResult(item.name or str(item.source), None, None, "error", item.error)
+    return None
+
+
+def _unreadable(item: IngestItem, exc: OSError) -> IngestResult:
+    return IngestResult(str(item.source), None, None, "error", {"code": "UNREADABLE", "message": str(exc)})
 
 
 def _is_file(prepared: Prepared) -> bool:
@@ -747,46 +771,62 @@ class AsyncClient:
     async def cancel_batch(self, name: str) -> dict:
         return await self.request("DELETE", f"/v2/batches/{name}")
 
+    async def _upload_files(
+        self, files: list[Prepared], flags: str | None, options: dict, wait: float | None = None
+    ) -> list[AsyncJob | FacequeueAPIError]:
+        params = {"wait": wait} if wait else None
+        body = await self.request("POST", **files_request(files, flags, options), params=params)
+        return _files_answer(AsyncJob, self, body, len(files))
+
     async def ingest(
         self,
         sources: Iterable[Source | IngestItem],
         flags: str | None = None,
         *,
         concurrency: int = 16,
+        per_request: int = 8,
         timeout: float = 600,
         **options: Any,
     ) -> AsyncIterator[IngestResult]:
-        """Upload and wait for every source, `concurrency` at a time; yield results as they complete."""
+        """Upload and wait for every source, about `concurrency` images in flight, files `per_request` to
+        a request (as `Client.ingest`); yield results as they complete."""
+        per_request = max(1, min(per_request, concurrency))
+        wait = min(SERVER_WAIT_S, timeout)
 
-        async def one(item: IngestItem) -> IngestResult:
-            if item.error:
-                return IngestResult(item.name or str(item.source), None, None, "error", item.error)
-            try:
-                prepared = await asyncio.to_thread(prepare, item)
-            except OSError as exc:
-                error = {"code": "UNREADABLE", "message": str(exc)}
-                return IngestResult(str(item.source), None, None, "error", error)
-            job = None
-            try:
-                job = await self._upload(
-                    prepared, flags, {**options, **item.options}, min(SERVER_WAIT_S, timeout)
-                )
-                return _result(prepared, await job.wait(timeout=timeout))
-            except FacequeueAPIError as exc:
-                return _failed(prepared, exc.code, exc.message, job.media_uuid if job else None)
-            except WaitTimeout as exc:
-                return _failed(prepared, "WAIT_TIMEOUT", str(exc), job.media_uuid if job else None)
-            except httpx.TransportError as exc:
-                return _failed(prepared, "CONNECTION_FAILED", f"{type(exc).__name__}: {exc}")
+        async def group_results(group: list[IngestItem]) -> list[IngestResult]:
+            results: list[IngestResult | None] = [None] * len(group)
+            to_send: list[tuple[int, Prepared]] = []
+            for index, item in enumerate(group):
+                results[index] = _unsendable(item)
+                if results[index] is None:
+                    try:
+                        to_send.append((index, await asyncio.to_thread(prepare, item)))
+                    except OSError as exc:
+                        results[index] = _unreadable(item, exc)
+            if to_send:
+                sent = [prepared for _, prepared in to_send]
+                merged = {**options, **group[0].options}  # a group's items share their options
+                try:
+                    if len(sent) == 1 and not _is_file(sent[0]):
+                        jobs: list[Any] = [await self._upload(sent[0], flags, merged, wait)]
+                    else:
+                        jobs = await self._upload_files(sent, flags, merged, wait)
+                except Exception as exc:  # the whole request failed: every item of it, with the same error
+                    jobs = [exc] * len(sent)
+                for (index, prepared), job in zip(to_send, jobs, strict=True):
+                    results[index] = await _finish_async(prepared, job, timeout)
+            return results  # type: ignore[return-value]
 
-        pending: set[asyncio.Task[IngestResult]] = set()
-        for source in sources:
-            pending.add(asyncio.create_task(one(_as_item(source))))
-            if len(pending) >= concurrency:
+        pending: set[asyncio.Task[list[IngestResult]]] = set()
+        for group in _groups(sources, per_request):
+            pending.add(asyncio.create_task(group_results(group)))
+            if len(pending) * per_request >= concurrency:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    yield task.result()
+                    for result in task.result():
+                        yield result
         while pending:
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                yield task.result()
+                for result in task.result():
+                    yield result

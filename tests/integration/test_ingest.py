@@ -376,3 +376,23 @@ def test_client_ingest_of_urls_and_bytes(api_url: str, ingest_key: str, worker) 
         assert results["<bytes>"].status == "done" and results["<bytes>"].sha256
     finally:
         server.close()
+
+
+def test_async_client_ingests_files_in_groups(api_url: str, ingest_key: str, worker, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from facequeue.client import AsyncClient
+
+    paths = []
+    for index, data in enumerate([*variants(hopper(), 2), b"\xff\xd8 only the start of a JPEG"]):
+        paths.append(tmp_path / f"{index}.jpg")
+        paths[-1].write_bytes(data)
+
+    async def main() -> list:
+        async with AsyncClient(api_url, ingest_key) as client:
+            return [r async for r in client.ingest(paths, flags="bestface", per_request=2, batch="async")]
+
+    results = {r.source: r for r in asyncio.run(main())}
+    assert [results[str(p)].status for p in paths] == ["done", "done", "error"]
+    assert all(len(results[str(p)].faces) == 1 for p in paths[:2])
+    assert results[str(paths[2])].error["code"] == "NOT_AN_IMAGE"

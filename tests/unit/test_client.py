@@ -208,18 +208,26 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         Client()
 
 
-def test_async_client_ingest() -> None:
+def test_async_client_ingest(tmp_path: Path) -> None:
+    """Bytes one by one, files in groups (a bad file refused alone), retried after a 429."""
     server = FakeServer(refuse=1, retry_after_s="0.05")
+    files = []
+    for i, data in enumerate(
+        [encode(astronaut()), b"not an image", encode(hopper()), encode(hopper(), quality=50)]
+    ):
+        files.append(tmp_path / f"{i}.jpg")
+        files[-1].write_bytes(data)
+    sources = [encode(astronaut(), quality=40), b"junk", *files]
 
     async def main() -> list:
         async with AsyncClient("http://fq.test", "k", retry=FAST, transport=httpx.MockTransport(server)) as c:
-            return [
-                r async for r in c.ingest([encode(astronaut()), encode(hopper()), b"junk"], concurrency=2)
-            ]
+            return [r async for r in c.ingest(sources, concurrency=4, per_request=3)]
 
     results = asyncio.run(main())
-    assert sorted(r.status for r in results) == ["done", "done", "error"]
-    assert next(r for r in results if r.status == "error").error["code"] == "NOT_AN_IMAGE"
+    assert sorted(r.status for r in results) == ["done"] * 4 + ["error"] * 2
+    errors = sorted((r.source, r.error["code"]) for r in results if r.error)
+    assert errors == [(str(files[1]), "NOT_AN_IMAGE"), ("<bytes>", "NOT_AN_IMAGE")]
+    assert sorted(server.group_sizes) == [1, 3], "the four files in groups of 3"
 
 
 @pytest.fixture
