@@ -9,6 +9,7 @@ import time
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from facequeue.settings import get_settings
 from tests.integration.conftest import wait_for
@@ -164,6 +165,40 @@ def test_v2_several_files_in_one_request(client, api_key, worker):  # type: igno
         "/v2/media/files", files=parts[:1], data={"original_filename": "x.jpg"}, headers=headers
     )
     assert named.status_code == 422 and "each part" in named.json()["error"]["message"]
+
+
+def test_several_files_racing_a_single_upload_of_one_of_them(client, api_key, monkeypatch):  # type: ignore[no-untyped-def]
+    """A single upload of the same bytes commits between the group's dedupe query and its commit: the
+    group's commit fails on the unique key, and the group is redone one by one, ending on that job."""
+    import api.uploads
+    from api.deps import key_sha256
+    from api.limits import QueueLimiter
+    from schema.db import session_scope
+    from schema.tables import ApiKey, Tenant
+
+    first, second = tiny_png() + b"race-first", tiny_png() + b"race-second"
+    admit = QueueLimiter.admit
+    raced: list[str] = []
+
+    def admit_after_a_racing_upload(self, session, tenant_id, queue, settings, count=1):  # type: ignore[no-untyped-def]
+        if not raced:  # the racing request, in its own transaction, gets there first
+            raced.append("")  # (its own admission comes through here too)
+            with session_scope() as other:
+                tenant = other.execute(
+                    select(Tenant).join(ApiKey).where(ApiKey.key_sha256 == key_sha256(api_key))
+                ).scalar_one()
+                raced[0] = api.uploads.create_image_job(other, get_settings(), tenant, data=second).uid
+        return admit(self, session, tenant_id, queue, settings, count)
+
+    monkeypatch.setattr(QueueLimiter, "admit", admit_after_a_racing_upload)
+    files = [("file", ("a.png", first)), ("file", ("b.png", second))]
+    answer = client.post("/v2/media/files", files=files, headers={"X-API-Key": api_key})
+    assert answer.status_code == 202, answer.text
+    accepted = answer.json()["accepted"]
+    assert [entry["index"] for entry in accepted] == [0, 1]
+    assert accepted[1]["media_uuid"] == raced[0], "the racing upload's job, not a second one"
+    again = client.post("/v2/media/file", files={"file": ("a.png", first)}, headers={"X-API-Key": api_key})
+    assert again.json()["media_uuid"] == accepted[0]["media_uuid"], "the other file was stored once"
 
 
 def test_dedupe_is_per_bytes_flags_and_tenant(client, api_key, other_key):  # type: ignore[no-untyped-def]
