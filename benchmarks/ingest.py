@@ -499,7 +499,7 @@ def main() -> None:
         help="run face_recognition's CLI on the first N photos only (its HOG pass is slow; the photos are "
         "interleaved, so a prefix mixes every set); its ratio is then against our rate on all photos",
     )
-    parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/13")
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument("--profile", type=Path, help="sample api and workers with py-spy into this folder")

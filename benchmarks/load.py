@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument(
         "--image", type=Path, default=PHOTO, help="the photo uploaded (made unique per upload)"
     )
-    parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     parser.add_argument("--profile", type=Path, help="record the api with py-spy into this file (collapsed)")
     args = parser.parse_args()

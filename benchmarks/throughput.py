@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument(
         "--interactive-every", type=float, default=1.5, help="seconds between interactive uploads"
     )
-    parser.add_argument("--pg", default="postgresql+psycopg2://postgres@127.0.0.1:5432")
+    parser.add_argument("--pg", default="postgresql+psycopg://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/12")
     args = parser.parse_args()
 
