@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -70,3 +71,41 @@ def test_flower_shows_processed_tasks(client, api_key, worker):  # type: ignore[
     finally:
         flower.terminate()
         flower.wait(timeout=20)
+
+
+def task_events_while(run_job) -> list[str]:  # type: ignore[no-untyped-def]
+    """The types of the task events on the broker while `run_job()` runs a job to its end."""
+    from workers.celery_app import app
+
+    types: list[str] = []
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": lambda event: types.append(event["type"])})
+        listener = threading.Thread(target=receiver.capture, kwargs={"limit": None, "wakeup": False})
+        listener.start()
+        try:
+            time.sleep(1)  # subscribed before the job starts
+            run_job()
+            time.sleep(2)  # the last events of the job
+        finally:
+            receiver.should_stop = True
+            listener.join(timeout=10)
+    return [t for t in types if t.startswith("task-")]
+
+
+def test_task_events_are_off_unless_asked_for(client, api_key, workers):  # type: ignore[no-untyped-def]
+    """Off by default (Flower switches them on when it runs); FACEQUEUE_TASK_EVENTS=true sends them always."""
+
+    def run_job() -> None:
+        body = {"file_base64": base64.b64encode(tiny_png() + os.urandom(8)).decode()}
+        uid = client.post("/v2/media", json=body, headers={"X-API-Key": api_key}).json()["media_uuid"]
+        assert wait_for(client, uid, api_key)["status"] == "done"
+
+    workers.stop_all()  # a worker Flower has seen keeps the events it switched on
+    try:
+        workers.start()
+        assert task_events_while(run_job) == [], "a default worker sends no task events"
+        workers.stop_all()
+        workers.start(FACEQUEUE_TASK_EVENTS="true")
+        assert "task-succeeded" in task_events_while(run_job)
+    finally:
+        workers.stop_all()  # the next test gets an ordinary worker
