@@ -216,34 +216,35 @@ def media_request(prepared: Prepared, flags: str | None, options: dict) -> dict[
     """The POST for an upload. A file goes as multipart to /v2/media/file, named by its file name: no
     base64, so a third fewer bytes, and the api neither decodes nor scans a large JSON string. A URL, or
     bytes without a name, go as JSON to /v2/media."""
-    fields: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-    if flags is not None:
-        fields["detection_flags"] = flags
+    fields = _fields(flags, options)
     if prepared.url:
         return {"path": "/v2/media", "json": {**fields, "file_uri": prepared.url}}
-    data = prepared.data or b""
     if isinstance(prepared.item.source, bytes):
-        return {"path": "/v2/media", "json": {**fields, "file_base64": base64.b64encode(data).decode()}}
-    form = {k: ("true" if v is True else "false" if v is False else v) for k, v in fields.items()}
-    name = Path(str(prepared.item.source)).name
-    return {
-        "path": "/v2/media/file",
-        "data": form,
-        "files": {"file": (name, data, "application/octet-stream")},
-    }
+        encoded = base64.b64encode(prepared.data or b"").decode()
+        return {"path": "/v2/media", "json": {**fields, "file_base64": encoded}}
+    return {"path": "/v2/media/file", "data": _form(fields), "files": {"file": _part(prepared)}}
 
 
 def files_request(files: list[Prepared], flags: str | None, options: dict) -> dict[str, Any]:
     """The multipart POST of several files (/v2/media/files), options as form fields, each file a part."""
-    single = media_request(files[0], flags, options)
-    return {
-        "path": "/v2/media/files",
-        "data": single["data"],
-        "files": [
-            ("file", (Path(str(p.item.source)).name, p.data or b"", "application/octet-stream"))
-            for p in files
-        ],
-    }
+    parts = [("file", _part(prepared)) for prepared in files]
+    return {"path": "/v2/media/files", "data": _form(_fields(flags, options)), "files": parts}
+
+
+def _fields(flags: str | None, options: dict) -> dict[str, Any]:
+    fields: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    if flags is not None:
+        fields["detection_flags"] = flags
+    return fields
+
+
+def _form(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("true" if v is True else "false" if v is False else v) for k, v in fields.items()}
+
+
+def _part(prepared: Prepared) -> tuple[str, bytes, str]:
+    """A file as a multipart part, named by its file name."""
+    return (Path(str(prepared.item.source)).name, prepared.data or b"", "application/octet-stream")
 
 
 def _error_of(response: httpx.Response) -> FacequeueAPIError:
@@ -543,10 +544,10 @@ class Client:
             merged = {**options, **group[0].options}  # a group's items share their options
             wait = min(SERVER_WAIT_S, timeout)
             try:
-                if len(sent) == 1 and not _is_file(sent[0]):
-                    jobs: list[Job | FacequeueAPIError] = [self._upload(sent[0], flags, merged, wait)]
-                else:
-                    jobs = self._upload_files(sent, flags, merged, wait)
+                if _is_file(group[0]):
+                    jobs: list[Job | FacequeueAPIError] = self._upload_files(sent, flags, merged, wait)
+                else:  # a URL or bytes: a group of one
+                    jobs = [self._upload(sent[0], flags, merged, wait)]
             except Exception as exc:  # the whole request failed: every item of it, with the same error
                 jobs = [exc] * len(sent)  # type: ignore[list-item]
             for (index, prepared), job in zip(to_send, jobs, strict=True):
@@ -619,8 +620,9 @@ def _unreadable(item: IngestItem, exc: OSError) -> IngestResult:
     return IngestResult(str(item.source), None, None, "error", {"code": "UNREADABLE", "message": str(exc)})
 
 
-def _is_file(prepared: Prepared) -> bool:
-    return prepared.url is None and not isinstance(prepared.item.source, bytes)
+def _is_file(item: IngestItem) -> bool:
+    """A path (sent as multipart, in groups); not a URL or bytes (sent one by one)."""
+    return not (isinstance(item.source, bytes) or is_url(item.source))
 
 
 def _groups(sources: Iterable[Source | IngestItem], size: int) -> Iterator[list[IngestItem]]:
@@ -629,7 +631,7 @@ def _groups(sources: Iterable[Source | IngestItem], size: int) -> Iterator[list[
     group: list[IngestItem] = []
     for source in sources:
         item = _as_item(source)
-        if isinstance(item.source, bytes) or is_url(item.source):
+        if not _is_file(item):
             if group:
                 yield group
                 group = []
@@ -807,10 +809,10 @@ class AsyncClient:
                 sent = [prepared for _, prepared in to_send]
                 merged = {**options, **group[0].options}  # a group's items share their options
                 try:
-                    if len(sent) == 1 and not _is_file(sent[0]):
-                        jobs: list[Any] = [await self._upload(sent[0], flags, merged, wait)]
-                    else:
-                        jobs = await self._upload_files(sent, flags, merged, wait)
+                    if _is_file(group[0]):
+                        jobs: list[Any] = await self._upload_files(sent, flags, merged, wait)
+                    else:  # a URL or bytes: a group of one
+                        jobs = [await self._upload(sent[0], flags, merged, wait)]
                 except Exception as exc:  # the whole request failed: every item of it, with the same error
                     jobs = [exc] * len(sent)
                 for (index, prepared), job in zip(to_send, jobs, strict=True):

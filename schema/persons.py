@@ -34,11 +34,15 @@ def _allowed(part: str) -> bool:
     return all(ch in PUNCTUATION or unicodedata.category(ch)[0] in "LMN" for ch in part)
 
 
+def _namespace_ok(namespace: str) -> bool:
+    return len(namespace) <= MAX_NAMESPACE and _allowed(namespace)
+
+
 def parse_person_id(text: str) -> PersonId:
     """`name@namespace` (NFC-normalised); a superset of Betaface's rule, e.g. `Chen Shui-bian@news`."""
     name, _, namespace = unicodedata.normalize("NFC", text.strip()).partition("@")
     name, namespace = name.strip(), namespace.strip()
-    if not (0 < len(name) <= MAX_NAME and len(namespace) <= MAX_NAMESPACE and _allowed(name + namespace)):
+    if not (0 < len(name) <= MAX_NAME and _allowed(name) and _namespace_ok(namespace)):
         raise FacequeueError(
             ErrorCode.INVALID_PERSON_ID,
             f"bad person id {text[:80]!r}: name@namespace, name 1-{MAX_NAME} and namespace 0-{MAX_NAMESPACE} "
@@ -50,7 +54,7 @@ def parse_person_id(text: str) -> PersonId:
 def parse_namespace(text: str) -> str:
     """A namespace on its own (`?namespace=`), by the rule of the part after `@` in a person id."""
     namespace = unicodedata.normalize("NFC", text.strip())
-    if not (len(namespace) <= MAX_NAMESPACE and _allowed(namespace)):
+    if not _namespace_ok(namespace):
         raise FacequeueError(
             ErrorCode.INVALID_PERSON_ID,
             f"bad namespace {text[:80]!r}: 0-{MAX_NAMESPACE} characters of letters, digits, spaces and . - ' _",
