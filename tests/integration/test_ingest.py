@@ -212,8 +212,8 @@ def test_person_from_folder_enrols_once(api_url: str, ingest_key: str, worker, t
     assert interrupted.returncode == 130, stderr
     assert 1 <= len(out.read_text().splitlines()) < 6, "stopped mid-run"
     # ... then two whole runs: the first finishes the rest, the second neither re-uploads nor enrols again.
-    for _ in range(2):
-        run = cli(api_url, ingest_key, *args)
+    for grouping in (["--per-request", "2"], []):  # groups of 2 + 1 per person folder, then the default
+        run = cli(api_url, ingest_key, *args, *grouping)
         _, stderr = run.communicate(timeout=180)
         assert run.returncode == 0, stderr
     with Client(api_url, ingest_key) as client:

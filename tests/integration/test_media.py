@@ -167,6 +167,24 @@ def test_v2_several_files_in_one_request(client, api_key, worker):  # type: igno
     assert named.status_code == 422 and "each part" in named.json()["error"]["message"]
 
 
+def test_several_files_each_refused_with_its_own_code(client, api_key, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(get_settings(), "max_upload_bytes", 4096)
+    good = tiny_png() + b"own-codes"
+    parts = [
+        ("file", ("empty.png", b"")),
+        ("file", ("big.png", good + b"x" * 5000)),
+        ("file", ("good.png", good)),
+    ]
+    answer = client.post("/v2/media/files", files=parts, headers={"X-API-Key": api_key})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert [(r["index"], r["code"]) for r in body["rejected"]] == [(0, "EMPTY_IMAGE"), (1, "IMAGE_TOO_LARGE")]
+    assert "4096" in body["rejected"][1]["message"]
+    assert [entry["index"] for entry in body["accepted"]] == [2], "the good file is queued all the same"
+    polled = client.get(f"/v2/media/{body['accepted'][0]['media_uuid']}", headers={"X-API-Key": api_key})
+    assert polled.status_code == 200, "still serving"
+
+
 def test_several_files_racing_a_single_upload_of_one_of_them(client, api_key, monkeypatch):  # type: ignore[no-untyped-def]
     """A single upload of the same bytes commits between the group's dedupe query and its commit: the
     group's commit fails on the unique key, and the group is redone one by one, ending on that job."""
